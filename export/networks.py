@@ -346,10 +346,16 @@ def modulated_conv2d(
         if demodulate:
             dcoefs = (wn.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
             wn = wn * dcoefs.reshape(N, -1, 1, 1, 1)
-        O, I, kh, kw = (int(s) for s in weight.shape)
+        _, I, kh, kw = (int(s) for s in weight.shape)
         xg = x.reshape(1, -1, *x.shape[2:])
         y = conv2d_resample(
-            xg, wn.reshape(-1, I, kh, kw), resample_filter, up=up, padding=padding, groups=int(N), flip_weight=flip_weight
+            xg,
+            wn.reshape(-1, I, kh, kw),
+            resample_filter,
+            up=up,
+            padding=padding,
+            groups=int(N),
+            flip_weight=flip_weight,
         )
         return y.reshape(N, -1, *y.shape[2:])
 
@@ -389,7 +395,7 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight * self.weight_gain
-        b = self.bias
+        b: Tensor | None = self.bias
         if b is not None and self.bias_gain != 1:
             b = b * self.bias_gain
         if self.activation == "linear" and b is not None:
@@ -399,6 +405,8 @@ class FullyConnectedLayer(nn.Module):
 
 class Conv2dLayer(nn.Module):
     """Plain equalised-lr convolution; the generator uses it for the resnet skip connections."""
+
+    resample_filter: Tensor
 
     def __init__(
         self,
@@ -432,6 +440,8 @@ class Conv2dLayer(nn.Module):
 class MappingNetwork(nn.Module):
     """z (and a class label) -> w. Truncation is not part of the graph: see ``styleserve.latent``."""
 
+    w_avg: Tensor
+
     def __init__(self, cfg: MappingConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -459,6 +469,9 @@ class MappingNetwork(nn.Module):
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution (optionally up-sampling), noise, bias, activation."""
+
+    resample_filter: Tensor
+    noise_const: Tensor
 
     def __init__(
         self,
@@ -532,6 +545,8 @@ class ToRGBLayer(nn.Module):
 
 class SynthesisBlock(nn.Module):
     """One resolution: [const | conv0 (up)] -> conv1 -> [torgb]; 'orig', 'skip' or 'resnet'."""
+
+    resample_filter: Tensor
 
     def __init__(
         self, cfg: SynthesisConfig, in_channels: int, out_channels: int, resolution: int, is_last: bool

@@ -1,0 +1,92 @@
+"""``styleserve-export``: checkpoint -> verified model directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from styleserve.errors import StyleServeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="styleserve-export",
+        description=(
+            "Export a StyleGAN checkpoint to a styleserve model directory (mapping.onnx, synthesis.onnx, "
+            "model.json, noise_const.npz). Checkpoints are read without executing any pickled code: official "
+            "stylegan2-ada-pytorch / stylegan3 .pkl, rosinality stylegan2-pytorch .pt, or the styleserve "
+            "format (config.json + weights.safetensors). The export checks itself against PyTorch and writes "
+            "nothing if it fails."
+        ),
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or directory (omit with --demo)")
+    p.add_argument("out_dir", help="model directory to create")
+    p.add_argument("--demo", action="store_true", help="export the bundled deterministic demo generator")
+    p.add_argument("--name", help="model name (default: the directory name)")
+    p.add_argument(
+        "--kind",
+        choices=["auto", "pkl", "rosinality", "styleserve"],
+        default="auto",
+        help="checkpoint format (default: detect from the content)",
+    )
+    p.add_argument("--fp16", action="store_true", help="also write synthesis_fp16.onnx (fp16 convolutions)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.add_argument("--verify-batches", default="1,3,8", help="batch sizes of the self-check (default 1,3,8)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from .onnx_export import export_model
+
+        source: dict[str, object]
+        if args.demo:
+            from .demo import DEMO_SEED, make_demo_generator
+
+            G = make_demo_generator()
+            source = {"format": "demo", "seed": DEMO_SEED}
+        else:
+            if not args.checkpoint:
+                print("styleserve-export: error: CHECKPOINT is required (or --demo)", file=sys.stderr)
+                return 2
+            from .checkpoints import load_generator_from
+
+            kind = None if args.kind == "auto" else args.kind
+            G, ckpt = load_generator_from(args.checkpoint, kind=kind)
+            source = {
+                "file": Path(args.checkpoint).name,
+                "checkpoint_sha256": ckpt.sha256,
+                "format": ckpt.format,
+                "class": ckpt.source_class,
+                "notes": list(ckpt.notes),
+                "init_kwargs": ckpt.init_kwargs,
+            }
+        batches = [int(b) for b in args.verify_batches.split(",") if b]
+        t0 = time.perf_counter()
+        manifest = export_model(
+            G,
+            args.out_dir,
+            name=args.name,
+            fp16=args.fp16,
+            source=source,
+            overwrite=args.overwrite,
+            verify_batches=batches,
+        )
+    except (StyleServeError, FileExistsError, OSError, ValueError) as exc:
+        print(f"styleserve-export: error: {exc}", file=sys.stderr)
+        return 1
+    v = manifest.verification
+    print(
+        f"wrote {args.out_dir} ({manifest.img_resolution}px, {manifest.img_channels} ch, {manifest.num_ws} ws, "
+        f"{manifest.c_dim} classes) in {time.perf_counter() - t0:.1f}s"
+    )
+    print("verification: " + json.dumps({k: v[k] for k in sorted(v) if k.endswith("err")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

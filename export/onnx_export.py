@@ -1,0 +1,314 @@
+"""Export a :class:`Generator` to a model directory (see :mod:`styleserve.manifest`).
+
+The export verifies itself before anything is written: onnxruntime runs both graphs against the
+PyTorch networks at several batch sizes on fresh random inputs, for every noise mode, and the
+model directory appears (atomically, by rename) only if every error is within bounds:
+
+* mapping: max abs error <= ``MAPPING_TOL`` (1e-5)
+* synthesis fp32: max abs image error <= ``IMAGE_TOL`` (1e-4); uint8 images differ by <= 1 level
+* synthesis fp16 (optional): max abs image error <= ``FP16_IMAGE_TOL`` against fp32 PyTorch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+import styleserve
+from styleserve.errors import VerificationError
+from styleserve.latent import noise_from_seed
+from styleserve.manifest import GraphFile, ModelManifest, NoiseInput, WsSlot
+
+from .networks import Generator, SynthesisNetwork
+
+OPSET = 18
+MAPPING_TOL = 1e-5
+IMAGE_TOL = 1e-4
+FP16_IMAGE_TOL = 0.05  # ~6/255 of the [-1, 1] range: fp16 has ~3 significant digits per conv.
+VERIFY_BATCHES = (1, 3, 8)
+
+
+class MappingGraph(nn.Module):
+    """z [N, z_dim] (+ c [N, c_dim]) -> w [N, w_dim]."""
+
+    def __init__(self, G: Generator) -> None:
+        super().__init__()
+        self.mapping = G.mapping
+
+    def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.mapping(z, c)
+
+
+class SynthesisGraph(nn.Module):
+    """ws + noise inputs -> (image float32 NCHW, image uint8 NHWC)."""
+
+    def __init__(self, synthesis: SynthesisNetwork) -> None:
+        super().__init__()
+        self.synthesis = synthesis
+        self.noise_mask = [layer.use_noise for _, layer in synthesis.noise_layers()]
+
+    def forward(self, ws: Tensor, *noises: Tensor) -> tuple[Tensor, Tensor]:
+        it = iter(noises)
+        full = [next(it) if used else None for used in self.noise_mask]
+        img = self.synthesis(ws, full)  # [N, C, H, W]
+        u8 = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # [N, H, W, C]
+        return img, u8
+
+
+def noise_inputs(synthesis: SynthesisNetwork) -> list[NoiseInput]:
+    return [
+        NoiseInput(name="noise_" + name.replace(".", "_"), layer=name, resolution=layer.resolution)
+        for name, layer in synthesis.noise_layers()
+        if layer.use_noise
+    ]
+
+
+def ws_slots(synthesis: SynthesisNetwork) -> list[WsSlot]:
+    res_of = {name: layer.resolution for name, layer in synthesis.noise_layers()}
+    out = []
+    for i, layers in enumerate(synthesis.ws_table()):
+        convs = [res_of[n] for n in layers if n in res_of]
+        res = min(convs) if convs else int(layers[0].split(".")[0][1:])
+        out.append(WsSlot(index=i, layers=layers, resolution=res))
+    return out
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic: dict[str, dict[int, str]],
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class _Case:
+    ws: np.ndarray
+    noises: list[np.ndarray]
+    mode: str
+
+
+def _cases(G: Generator, rng: np.random.RandomState, batch: int) -> list[_Case]:
+    """Random ws with independent rows per layer, for every noise mode."""
+    syn = G.synthesis
+    z = torch.from_numpy(rng.randn(batch * G.num_ws, G.cfg.z_dim).astype(np.float32))
+    c = None
+    if G.cfg.c_dim:
+        c = torch.from_numpy(np.eye(G.cfg.c_dim, dtype=np.float32)[rng.randint(0, G.cfg.c_dim, batch * G.num_ws)])
+    with torch.no_grad():
+        w = G.mapping(z, c).numpy()
+    ws = w.reshape(batch, G.num_ws, -1)
+    w_avg = G.mapping.w_avg.numpy()
+    ws = w_avg + rng.uniform(0.5, 1.0, size=(batch, G.num_ws, 1)).astype(np.float32) * (ws - w_avg)
+    inputs = noise_inputs(syn)
+    res = [n.resolution for n in inputs]
+    layer_of = dict(syn.noise_layers())
+    const = [layer_of[n.layer].noise_const.numpy()[None, None] for n in inputs]
+    zeros = [np.zeros((1, 1, r, r), np.float32) for r in res]
+    random = (
+        [
+            np.concatenate(p)
+            for p in zip(*(noise_from_seed(int(s), res) for s in rng.randint(0, 2**31, batch)), strict=True)
+        ]
+        if res
+        else []
+    )
+    return [_Case(ws, const, "const"), _Case(ws, zeros, "none"), _Case(ws, random, "random")]
+
+
+def verify(
+    G: Generator,
+    mapping_path: Path,
+    synthesis_path: Path,
+    *,
+    fp16_path: Path | None = None,
+    batches: Sequence[int] = VERIFY_BATCHES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run onnxruntime against PyTorch; raise :class:`VerificationError` past the bounds."""
+    rng = np.random.RandomState(seed)
+    cfg = G.cfg
+    m_sess = _session(mapping_path)
+    s_sess = _session(synthesis_path)
+    f_sess = _session(fp16_path) if fp16_path else None
+    names = [n.name for n in noise_inputs(G.synthesis)]
+    report: dict[str, Any] = {"batches": list(batches), "noise_modes": ["const", "none", "random"]}
+    map_err = img_err = fp16_err = 0.0
+    u8_err = 0
+    for batch in batches:
+        z = rng.randn(batch, cfg.z_dim).astype(np.float32)
+        feeds: dict[str, np.ndarray] = {"z": z}
+        c_t = None
+        if cfg.c_dim:
+            c = np.eye(cfg.c_dim, dtype=np.float32)[rng.randint(0, cfg.c_dim, batch)]
+            feeds["c"] = c
+            c_t = torch.from_numpy(c)
+        with torch.no_grad():
+            ref_w = G.mapping(torch.from_numpy(z), c_t).numpy()
+        (got_w,) = m_sess.run(["w"], feeds)
+        map_err = max(map_err, float(np.abs(got_w - ref_w).max()))
+        for case in _cases(G, rng, batch):
+            with torch.no_grad():
+                full = iter(torch.from_numpy(n) for n in case.noises)
+                tnoise = [next(full) if layer.use_noise else None for _, layer in G.synthesis.noise_layers()]
+                ref_img = G.synthesis(torch.from_numpy(case.ws), tnoise).numpy()
+            ref_u8 = np.clip(np.transpose(ref_img, (0, 2, 3, 1)) * 127.5 + 128, 0, 255).astype(np.uint8)
+            sfeeds = {"ws": case.ws, **dict(zip(names, case.noises, strict=True))}
+            img, u8 = s_sess.run(["image", "image_uint8"], sfeeds)
+            img_err = max(img_err, float(np.abs(img - ref_img).max()))
+            u8_err = max(u8_err, int(np.abs(u8.astype(np.int16) - ref_u8.astype(np.int16)).max()))
+            if f_sess is not None:
+                (img16,) = f_sess.run(["image"], sfeeds)
+                fp16_err = max(fp16_err, float(np.abs(img16 - ref_img).max()))
+    report.update(
+        mapping_max_abs_err=map_err,
+        image_max_abs_err=img_err,
+        uint8_max_abs_err=u8_err,
+        mapping_tol=MAPPING_TOL,
+        image_tol=IMAGE_TOL,
+    )
+    if f_sess is not None:
+        report.update(fp16_image_max_abs_err=fp16_err, fp16_image_tol=FP16_IMAGE_TOL)
+    failures = []
+    if not map_err <= MAPPING_TOL:
+        failures.append(f"mapping max abs error {map_err:.3g} > {MAPPING_TOL:g}")
+    if not img_err <= IMAGE_TOL:
+        failures.append(f"synthesis max abs image error {img_err:.3g} > {IMAGE_TOL:g}")
+    if u8_err > 1:
+        failures.append(f"uint8 image differs by {u8_err} levels")
+    if f_sess is not None and not fp16_err <= FP16_IMAGE_TOL:
+        failures.append(f"fp16 synthesis max abs image error {fp16_err:.3g} > {FP16_IMAGE_TOL:g}")
+    if failures:
+        raise VerificationError("export verification failed: " + "; ".join(failures))
+    return report
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_model(
+    G: Generator,
+    out_dir: Path | str,
+    *,
+    name: str | None = None,
+    fp16: bool = False,
+    source: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    verify_batches: Sequence[int] = VERIFY_BATCHES,
+) -> ModelManifest:
+    """Write a verified model directory; nothing appears at ``out_dir`` if verification fails."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    G = G.eval().requires_grad_(False)
+    cfg = G.cfg
+    syn = G.synthesis
+    noise = noise_inputs(syn)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        # Mapping.
+        m_inputs = ["z"] + (["c"] if cfg.c_dim else [])
+        z = torch.randn(2, cfg.z_dim)
+        m_args: tuple[Tensor, ...] = (z, torch.eye(cfg.c_dim)[[0, 1 % cfg.c_dim]]) if cfg.c_dim else (z,)
+        _export(MappingGraph(G), m_args, tmp / "mapping.onnx", m_inputs, ["w"], {k: {0: "N"} for k in [*m_inputs, "w"]})
+        # Synthesis (fp32, and optionally fp16 convolutions).
+        s_inputs = ["ws"] + [n.name for n in noise]
+        ws = G.mapping.w_avg.reshape(1, 1, -1).repeat(2, G.num_ws, 1)
+        s_args = (ws, *[torch.zeros(2, 1, n.resolution, n.resolution) for n in noise])
+        dyn = {"ws": {0: "N"}, "image": {0: "N"}, "image_uint8": {0: "N"}}
+        dyn.update({n.name: {0: "noise_batch"} for n in noise})
+        _export(SynthesisGraph(syn), s_args, tmp / "synthesis.onnx", s_inputs, ["image", "image_uint8"], dyn)
+        fp16_path = None
+        if fp16:
+            syn.set_mode(conv_dtype=torch.float16)
+            try:
+                _export(
+                    SynthesisGraph(syn), s_args, tmp / "synthesis_fp16.onnx", s_inputs, ["image", "image_uint8"], dyn
+                )
+            finally:
+                syn.set_mode(conv_dtype=torch.float32)
+            fp16_path = tmp / "synthesis_fp16.onnx"
+        report = verify(G, tmp / "mapping.onnx", tmp / "synthesis.onnx", fp16_path=fp16_path, batches=verify_batches)
+
+        layer_of = dict(syn.noise_layers())
+        planes = {n.name: layer_of[n.layer].noise_const.numpy() for n in noise}
+        np.savez(tmp / "noise_const.npz", **planes)  # type: ignore[arg-type]
+        graph_out = ["image", "image_uint8"]
+        manifest = ModelManifest(
+            name=name or out.name,
+            architecture="stylegan2",
+            z_dim=cfg.z_dim,
+            c_dim=cfg.c_dim,
+            w_dim=cfg.w_dim,
+            num_ws=cfg.num_ws,
+            img_resolution=cfg.img_resolution,
+            img_channels=cfg.img_channels,
+            w_avg=[float(x) for x in G.mapping.w_avg.tolist()],
+            mapping=GraphFile("mapping.onnx", m_inputs, ["w"]),
+            synthesis=GraphFile("synthesis.onnx", s_inputs, graph_out),
+            synthesis_fp16=GraphFile("synthesis_fp16.onnx", s_inputs, graph_out) if fp16 else None,
+            ws_layers=ws_slots(syn),
+            noise_inputs=noise,
+            truncation={"psi": 1.0, "cutoff": None},
+            source=dict(source or {}),
+            versions={
+                "styleserve": styleserve.__version__,
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__,
+                "opset": OPSET,
+            },
+            verification=report,
+        )
+        manifest.source.setdefault("config", cfg.to_dict())
+        manifest.source["files_sha256"] = {p.name: _sha256(p) for p in sorted(tmp.glob("*.onnx"))}
+        manifest.save(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return manifest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny generators with randomized weights, exported once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from styleserve.export.networks import Generator, GeneratorConfig, make_config  # noqa: E402
+
+
+def randomized_generator(cfg: GeneratorConfig, seed: int = 0) -> Generator:
+    """Official initialisation plus seeded perturbations of every parameter, nonzero noise and w_avg."""
+    torch.manual_seed(seed)
+    G = Generator(cfg).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for name, p in G.named_parameters():
+        if name.endswith("noise_strength"):
+            p.fill_(0.1 + 0.3 * float(torch.rand((), generator=gen)))
+        elif name.endswith("bias"):
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    G.mapping.w_avg.copy_(0.5 * torch.randn(G.mapping.w_avg.shape, generator=gen))
+    return G
+
+
+TINY = dict(z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=3, conv_clamp=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_generator() -> Generator:
+    return randomized_generator(make_config(img_resolution=32, img_channels=3, c_dim=10, **TINY), seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_model(tiny_cond_generator: Generator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from styleserve.export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-cond"
+    export_model(tiny_cond_generator, out, fp16=True)
+    return out
