@@ -95,6 +95,8 @@ def truncate(
     ws = np.asarray(ws, dtype=np.float32)
     if ws.ndim != 3:
         raise ValueError(f"ws must be [N, num_ws, w_dim], got shape {ws.shape}")
+    if np.ndim(psi) == 0 and float(psi) == 1.0:  # type: ignore[arg-type]
+        return ws.copy()  # The official code skips truncation at psi == 1.
     psi_arr = np.asarray(psi, dtype=np.float32).reshape(-1, 1, 1)
     avg = np.asarray(w_avg, dtype=np.float32).reshape(1, 1, -1)
     out = ws.copy()

@@ -1,0 +1,834 @@
+"""Restricted unpickling for checkpoints: pickles are read as data, never as code.
+
+Official StyleGAN ``.pkl`` files and ``torch.save`` files are pickles, and a pickle can name any
+importable callable (``os.system``, ``builtins.eval``, ...) and call it while loading. This module
+reads them with a pure-Python :class:`pickle._Unpickler` subclass, :class:`RestrictedUnpickler`,
+that never imports anything:
+
+* ``find_class`` (GLOBAL / STACK_GLOBAL / INST, and the EXT opcodes, which are refused outright)
+  looks the name up in an explicit allow-list, :data:`ALLOWED_GLOBALS` plus the storage-type and
+  dtype families listed there, and returns *our own* stand-in for it; every other name raises
+  :class:`~styleserve.errors.UnsafePickleError` ("refused global 'posix.system'").
+* REDUCE, INST/OBJ and NEWOBJ only call stand-ins from the callable allow-list. Some allowed
+  names are values, not callables (``numpy.ndarray``, ``torch.FloatStorage``, ``torch.Tensor``):
+  a pickle that calls one is refused ("refused call of 'numpy.ndarray'").
+* BUILD (``__setstate__``) only runs on our own record types, and sets plain data attributes on
+  ``OrderedDict`` (``state_dict()`` carries ``_metadata``); never on tensors or anything else.
+
+What the stand-ins build:
+
+* ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` -> :class:`PersistentObject`, a
+  plain record of ``class_name`` and ``state`` (the pickled module ``__dict__``). The embedded
+  ``module_src`` is never executed, only its length is kept.
+* ``torch._utils._rebuild_tensor_v2`` / ``_v3`` / ``_rebuild_tensor`` / ``_rebuild_parameter``
+  (``_with_state``), ``torch._tensor._rebuild_from_type_v2`` -> plain CPU tensors, strided views of
+  storages. Storages come from ``torch.storage._load_from_bytes(bytes)`` (plain pickles of tensors;
+  the bytes are a legacy ``torch.save`` stream read by :func:`load_torch_legacy`, recursively with
+  this same unpickler) or from the ``persistent_load`` hooks of :func:`load_torch_zip` and
+  :func:`load_torch_legacy`. Data are copied out of the byte strings; locations (``cuda:0``) are
+  ignored.
+* numpy (1.x ``numpy.core.multiarray`` and 2.x ``numpy._core.multiarray`` names alike) arrays,
+  scalars and dtypes -> :class:`NumpyArray` records (``.value`` is the array), numpy scalars and
+  :class:`NumpyDType` records; object arrays hold only already-unpickled (safe) objects;
+  structured dtypes are refused.
+* ``dnnlib.EasyDict`` / ``dnnlib.util.EasyDict`` -> :class:`EasyDict` (a ``dict``),
+  ``argparse.Namespace`` -> :class:`Namespace` (a ``dict`` of the attributes),
+  ``collections.OrderedDict``, ``builtins`` set/frozenset/slice/complex/bytearray -> themselves,
+  ``_codecs.encode`` (protocol-2 ``bytes``) -> ``str.encode`` for latin-1/utf-8/ascii,
+  ``copyreg._reconstructor`` / ``copyreg.__newobj__`` -> only for the record classes above,
+  ``torch.Size`` -> tuple, ``torch.device`` -> str, torch dtypes / memory formats / layouts ->
+  themselves (plain values).
+
+Errors: :class:`UnsafePickleError` for refused globals and calls, :class:`CheckpointError` for
+anything malformed (truncated streams, bad storage keys, out-of-bounds tensor views, ...).
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import math
+import pickle
+import re
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from styleserve.errors import CheckpointError, UnsafePickleError
+
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "EasyDict",
+    "GlobalRef",
+    "Namespace",
+    "NumpyArray",
+    "NumpyDType",
+    "PersistentObject",
+    "RestrictedUnpickler",
+    "StorageType",
+    "TorchStorage",
+    "load_torch_legacy",
+    "load_torch_zip",
+    "restricted_load",
+    "restricted_loads",
+]
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+"""The magic number a legacy (non-zip) ``torch.save`` stream starts with."""
+LEGACY_PROTOCOL = 1001
+LEGACY_PREFIX = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
+"""The first 15 bytes of every legacy ``torch.save`` stream (the pickled magic number)."""
+
+
+# ----------------------------------------------------------------------------
+# Records the stand-ins build.
+
+
+@dataclass(frozen=True, eq=False)
+class PersistentObject:
+    """What ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` stands for, as data.
+
+    ``state`` is the pickled ``__dict__`` of the object (for an ``nn.Module``: ``_parameters``,
+    ``_buffers``, ``_modules``, ``_init_kwargs``, plain attributes, ...). The class source that the
+    official loader would ``exec`` is dropped; ``module_src_len`` says how long it was.
+    """
+
+    class_name: str
+    state: dict[str, Any]
+    module_src_len: int
+    version: int = 6
+
+    def __repr__(self) -> str:
+        return f"PersistentObject({self.class_name!r}, {len(self.state)} state entries)"
+
+
+class EasyDict(dict[Any, Any]):
+    """Stand-in for ``dnnlib.EasyDict`` / ``dnnlib.util.EasyDict``: just a ``dict``."""
+
+    def _pickle_build(self, state: Any) -> None:
+        _update_from_build_state(self, state)
+
+
+class Namespace(dict[Any, Any]):
+    """Stand-in for ``argparse.Namespace``: a ``dict`` of its attributes."""
+
+    def _pickle_build(self, state: Any) -> None:
+        _update_from_build_state(self, state)
+
+
+def _update_from_build_state(target: dict[Any, Any], state: Any) -> None:
+    # BUILD state of a plain object: its __dict__, or (__dict__, slots) as a 2-tuple.
+    parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+    for part in parts:
+        if part is None:
+            continue
+        if not isinstance(part, Mapping):
+            raise CheckpointError(f"malformed pickle: BUILD state of {type(target).__name__} is {type(part).__name__}")
+        target.update(part)
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    """An allowed global that is a value only (a class used as an argument), never called."""
+
+    module: str
+    name: str
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<global {self.qualname}>"
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """A torch storage class named in a pickle (``torch.FloatStorage``, ``torch.UntypedStorage``)."""
+
+    name: str
+    dtype: torch.dtype
+
+    def __repr__(self) -> str:
+        return f"<storage type {self.name}>"
+
+
+@dataclass(eq=False)
+class TorchStorage:
+    """A storage rebuilt from bytes: ``flat`` is a 1-D CPU tensor (possibly a view of another)."""
+
+    dtype: torch.dtype
+    flat: torch.Tensor
+    untyped: bool = False
+
+
+_DTYPE_SPEC = re.compile(r"^[<>|=]?[?bBhHiIlLqQpPefdgFDGSUVOMmc]\d*(\[[A-Za-z0-9]+\])?$")
+
+
+@dataclass(eq=False)
+class NumpyDType:
+    """A pickled ``numpy.dtype``: the spec string plus the byte order from its BUILD state."""
+
+    spec: str
+    byteorder: str = "="
+
+    def _pickle_build(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) < 2:
+            raise CheckpointError("malformed pickle: bad numpy dtype state")
+        self.byteorder = str(state[1])
+        names = state[3] if len(state) > 3 else None
+        fields = state[4] if len(state) > 4 else None
+        if names is not None or fields is not None:
+            raise CheckpointError("structured numpy dtypes are not supported in checkpoints")
+
+    def resolve(self) -> np.dtype[Any]:
+        try:
+            dt = np.dtype(self.spec)
+        except TypeError as e:
+            raise CheckpointError(f"unsupported numpy dtype {self.spec!r}") from e
+        if self.byteorder == "<" and dt.byteorder != "|":
+            dt = dt.newbyteorder("<")
+        elif self.byteorder == ">" and dt.byteorder != "|":
+            dt = dt.newbyteorder(">")
+        return dt
+
+
+@dataclass(eq=False)
+class NumpyArray:
+    """A pickled ``numpy.ndarray``; ``value`` is filled by BUILD (``ndarray.__setstate__``'s state)."""
+
+    value: np.ndarray[Any, Any] | None = field(default=None)
+
+    def _pickle_build(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise CheckpointError("malformed pickle: bad numpy array state")
+        shape, dtype, is_fortran, raw = state[-4:]
+        if not isinstance(dtype, NumpyDType):
+            raise CheckpointError("malformed pickle: numpy array without a dtype")
+        self.value = _numpy_array(shape, dtype.resolve(), bool(is_fortran), raw)
+
+
+def _numpy_array(shape: Any, dt: np.dtype[Any], fortran: bool, raw: Any) -> np.ndarray[Any, Any]:
+    if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise CheckpointError(f"malformed pickle: bad numpy shape {shape!r}")
+    dims: tuple[int, ...] = shape
+    count = math.prod(dims)
+    order: Literal["C", "F"] = "F" if fortran else "C"
+    if dt.hasobject:
+        if not isinstance(raw, list) or len(raw) != count:
+            raise CheckpointError("malformed pickle: bad numpy object array payload")
+        arr = np.empty(count, dtype=object)
+        for i, v in enumerate(raw):
+            arr[i] = v
+        return arr.reshape(dims, order=order)
+    if isinstance(raw, str):
+        raw = raw.encode("latin1")
+    if not isinstance(raw, (bytes, bytearray)) or len(raw) != count * dt.itemsize:
+        raise CheckpointError("malformed pickle: numpy array payload has the wrong size")
+    return np.frombuffer(bytes(raw), dtype=dt, count=count).reshape(dims, order=order).copy()
+
+
+# ----------------------------------------------------------------------------
+# Stand-ins for allowed callables.
+
+
+def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
+    if not isinstance(meta, Mapping):
+        raise CheckpointError("malformed persistent object: meta is not a dict")
+    if meta.get("type") != "class":
+        raise CheckpointError(f"unsupported persistent object type {meta.get('type')!r}")
+    class_name = meta.get("class_name")
+    state = meta.get("state")
+    src = meta.get("module_src", "")
+    if not isinstance(class_name, str) or not isinstance(state, Mapping):
+        raise CheckpointError("malformed persistent object: missing class_name or state")
+    version = meta.get("version", 0)
+    return PersistentObject(
+        class_name=class_name,
+        state=dict(state),
+        module_src_len=len(src) if isinstance(src, (str, bytes)) else 0,
+        version=int(version) if isinstance(version, int) else 0,
+    )
+
+
+def _codecs_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    if not isinstance(obj, str) or errors != "strict":
+        raise UnsafePickleError("refused call of '_codecs.encode' with non-string arguments")
+    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
+        raise UnsafePickleError(f"refused call of '_codecs.encode' with encoding {encoding!r}")
+    return obj.encode(encoding)
+
+
+_RECORD_CLASSES: tuple[type, ...] = (EasyDict, Namespace, OrderedDict)
+_OBJECT = GlobalRef("builtins", "object")
+_DICT = GlobalRef("builtins", "dict")
+
+
+def _copyreg_reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    # copyreg._reconstructor is how protocols 0/1 pickle plain objects; only our records qualify.
+    if not any(cls is c for c in _RECORD_CLASSES):
+        raise UnsafePickleError(f"refused call of 'copyreg._reconstructor' for {_describe(cls)}")
+    if base is not _OBJECT and base is not _DICT:
+        raise UnsafePickleError(f"refused call of 'copyreg._reconstructor' with base {_describe(base)}")
+    obj = cls()
+    if state is not None:
+        if not isinstance(state, Mapping):
+            raise CheckpointError("malformed pickle: bad copyreg._reconstructor state")
+        obj.update(state)
+    return obj
+
+
+def _copyreg_newobj(cls: Any, *args: Any) -> Any:
+    if not any(cls is c for c in _RECORD_CLASSES):
+        raise UnsafePickleError(f"refused call of 'copyreg.__newobj__' for {_describe(cls)}")
+    return cls.__new__(cls, *args)
+
+
+def _torch_size(seq: Any = ()) -> tuple[int, ...]:
+    if not isinstance(seq, (tuple, list)) or not all(isinstance(s, int) for s in seq):
+        raise CheckpointError("malformed pickle: bad torch.Size")
+    return tuple(seq)
+
+
+def _torch_device(*args: Any) -> str:
+    if not all(isinstance(a, (str, int)) for a in args):
+        raise CheckpointError("malformed pickle: bad torch.device")
+    return ":".join(str(a) for a in args)
+
+
+def _check_index_tuple(name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise CheckpointError(f"malformed tensor: {name} is {value!r}")
+    if any(v < 0 for v in value):
+        raise CheckpointError(f"malformed tensor: negative {name} {value!r}")
+    return value
+
+
+def _view(storage: Any, offset: Any, size: Any, stride: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A strided view of ``storage`` after checking it lies within the storage."""
+    if not isinstance(storage, TorchStorage):
+        raise CheckpointError(f"malformed tensor: storage is a {type(storage).__name__}")
+    flat = storage.flat
+    if dtype is not None and dtype != flat.dtype:
+        if not isinstance(dtype, torch.dtype):
+            raise CheckpointError("malformed tensor: bad dtype")
+        if not storage.untyped and flat.dtype != torch.uint8:
+            raise CheckpointError("malformed tensor: dtype does not match its typed storage")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if flat.numel() % itemsize:
+            raise CheckpointError("malformed tensor: storage size is not a multiple of the element size")
+        flat = flat.view(dtype)
+    if not isinstance(offset, int) or offset < 0:
+        raise CheckpointError(f"malformed tensor: storage offset {offset!r}")
+    size = _check_index_tuple("size", size)
+    stride = _check_index_tuple("stride", stride)
+    if len(size) != len(stride):
+        raise CheckpointError("malformed tensor: size and stride differ in length")
+    if math.prod(size) > 0:
+        last = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True))
+        if last >= flat.numel():
+            raise CheckpointError(
+                f"malformed tensor: view {size} / {stride} at offset {offset} exceeds its storage of {flat.numel()}"
+            )
+    return flat.as_strided(size, stride, flat.storage_offset() + offset)
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> torch.Tensor:
+    return _view(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
+    # requires_grad, hooks (always empty when saved) and metadata (conj/neg bits) are ignored.
+    return _view(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any,
+    backward_hooks: Any,
+    dtype: Any,
+    metadata: Any = None,
+) -> torch.Tensor:
+    return _view(storage, storage_offset, size, stride, dtype=dtype)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        raise CheckpointError("malformed parameter: data is not a tensor")
+    return data
+
+
+def _rebuild_parameter_with_state(data: Any, requires_grad: Any, backward_hooks: Any, state: Any) -> torch.Tensor:
+    return _rebuild_parameter(data)
+
+
+_TENSOR = GlobalRef("torch", "Tensor")
+_PARAMETER = GlobalRef("torch.nn.parameter", "Parameter")
+_TENSOR_REBUILDERS: tuple[Callable[..., torch.Tensor], ...] = (
+    _rebuild_tensor,
+    _rebuild_tensor_v2,
+    _rebuild_tensor_v3,
+    _rebuild_parameter,
+    _rebuild_parameter_with_state,
+)
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> torch.Tensor:
+    # Tensors with Python attributes pickle as this; the attributes (state) are dropped.
+    if not any(func is f for f in _TENSOR_REBUILDERS):
+        raise UnsafePickleError(f"refused call of {_describe(func)} via torch._tensor._rebuild_from_type_v2")
+    if new_type is not _TENSOR and new_type is not _PARAMETER:
+        raise UnsafePickleError(f"refused tensor subclass {_describe(new_type)}")
+    if not isinstance(args, tuple):
+        raise CheckpointError("malformed pickle: bad _rebuild_from_type_v2 arguments")
+    return func(*args)
+
+
+def _rebuild_from_type(func: Any, new_type: Any, args: Any, dict_: Any) -> torch.Tensor:
+    return _rebuild_from_type_v2(func, new_type, args, dict_)
+
+
+def _load_from_bytes(b: Any) -> TorchStorage:
+    """``torch.storage._load_from_bytes``: a storage as a legacy ``torch.save`` stream."""
+    if not isinstance(b, (bytes, bytearray)):
+        raise CheckpointError("malformed storage: _load_from_bytes without bytes")
+    obj = load_torch_legacy(io.BytesIO(b), size_limit=len(b))
+    if not isinstance(obj, TorchStorage):
+        raise CheckpointError(f"malformed storage: the byte stream holds a {type(obj).__name__}")
+    return obj
+
+
+_NDARRAY = GlobalRef("numpy", "ndarray")
+
+
+def _np_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> NumpyArray:
+    if subtype is not _NDARRAY:
+        raise UnsafePickleError(f"refused numpy array subtype {_describe(subtype)}")
+    return NumpyArray()
+
+
+def _np_scalar(dtype: Any, data: Any = None) -> Any:
+    if not isinstance(dtype, NumpyDType):
+        raise CheckpointError("malformed pickle: numpy scalar without a dtype")
+    dt = dtype.resolve()
+    if dt.hasobject:
+        return data
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dt.itemsize:
+        raise CheckpointError("malformed pickle: numpy scalar payload has the wrong size")
+    return np.frombuffer(bytes(data), dtype=dt, count=1)[0]
+
+
+def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> NumpyDType:
+    if not isinstance(spec, str) or not _DTYPE_SPEC.match(spec):
+        raise CheckpointError(f"unsupported numpy dtype {spec!r}")
+    return NumpyDType(spec)
+
+
+def _np_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> NumpyArray:
+    # Protocol 5 arrays (in-band buffers); out-of-band buffers are not accepted.
+    if not isinstance(dtype, NumpyDType):
+        raise CheckpointError("malformed pickle: numpy buffer without a dtype")
+    if isinstance(buf, memoryview):
+        buf = buf.tobytes()
+    return NumpyArray(_numpy_array(shape, dtype.resolve(), order == "F", buf))
+
+
+# ----------------------------------------------------------------------------
+# The allow-list.
+
+_STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "DoubleStorage": torch.float64,
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+    "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128,
+}
+_UNTYPED_STORAGE_NAMES = ("UntypedStorage", "_UntypedStorage")
+
+_TORCH_VALUE_NAMES = (
+    # dtypes
+    "float32", "float", "float64", "double", "float16", "half", "bfloat16", "complex32", "complex64",
+    "cfloat", "complex128", "cdouble", "uint8", "int8", "int16", "short", "int32", "int", "int64",
+    "long", "bool", "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+    "float8_e5m2fnuz",
+    # memory formats and layouts
+    "contiguous_format", "channels_last", "channels_last_3d", "preserve_format", "strided", "sparse_coo",
+)  # fmt: skip
+_TORCH_VALUES: dict[str, Any] = {n: getattr(torch, n) for n in _TORCH_VALUE_NAMES if hasattr(torch, n)}
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    # StyleGAN (NVlabs) persistence and config dicts.
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    ("dnnlib.util", "EasyDict"): EasyDict,
+    ("dnnlib", "EasyDict"): EasyDict,
+    ("argparse", "Namespace"): Namespace,
+    # Python containers and scalars.
+    ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+    ("builtins", "complex"): complex,
+    ("builtins", "bytearray"): bytearray,
+    ("builtins", "object"): _OBJECT,
+    ("builtins", "dict"): _DICT,
+    ("_codecs", "encode"): _codecs_encode,
+    ("copyreg", "_reconstructor"): _copyreg_reconstructor,
+    ("copyreg", "__newobj__"): _copyreg_newobj,
+    # torch tensors.
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch._tensor", "_rebuild_from_type"): _rebuild_from_type,
+    ("torch.storage", "_load_from_bytes"): _load_from_bytes,
+    ("torch", "Tensor"): _TENSOR,
+    ("torch.nn.parameter", "Parameter"): _PARAMETER,
+    ("torch", "Size"): _torch_size,
+    ("torch", "device"): _torch_device,
+    # numpy, both the 1.x (numpy.core) and 2.x (numpy._core) module names.
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _np_dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _np_scalar,
+    ("numpy._core.multiarray", "scalar"): _np_scalar,
+    ("numpy.core.numeric", "_frombuffer"): _np_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _np_frombuffer,
+}
+"""``(module, name) -> stand-in``. Also allowed: ``torch[.cuda].<X>Storage`` for the dtypes of
+``_STORAGE_DTYPES``, ``torch[.storage].UntypedStorage``, and the plain values ``torch.<dtype>`` /
+memory formats / layouts in ``_TORCH_VALUE_NAMES``."""
+
+_CALLABLES: dict[int, Any] = {id(v): v for v in ALLOWED_GLOBALS.values() if not isinstance(v, (GlobalRef, StorageType))}
+_NEWOBJ_CLASSES: tuple[type, ...] = (EasyDict, Namespace, OrderedDict, set, frozenset)
+_STORAGE_TYPES: dict[tuple[str, str], StorageType] = {}
+
+_HINTS = {
+    "dnnlib.tflib": " (TensorFlow StyleGAN pickles are not supported; convert them with the official legacy.py)",
+}
+
+
+def resolve_global(module: str, name: str) -> Any:
+    """The stand-in for ``module.name``, or :class:`UnsafePickleError`."""
+    obj = ALLOWED_GLOBALS.get((module, name))
+    if obj is not None:
+        return obj
+    if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:
+        return _STORAGE_TYPES.setdefault((module, name), StorageType(f"{module}.{name}", _STORAGE_DTYPES[name]))
+    if module in ("torch", "torch.storage") and name in _UNTYPED_STORAGE_NAMES:
+        return _STORAGE_TYPES.setdefault((module, name), StorageType(f"{module}.{name}", torch.uint8))
+    if module == "torch" and name in _TORCH_VALUES:
+        return _TORCH_VALUES[name]
+    hint = next((h for prefix, h in _HINTS.items() if module.startswith(prefix)), "")
+    raise UnsafePickleError(f"refused global {f'{module}.{name}'!r}{hint}")
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, GlobalRef):
+        return repr(obj.qualname)
+    if isinstance(obj, StorageType):
+        return repr(obj.name)
+    if isinstance(obj, type) or callable(obj):
+        mod = getattr(obj, "__module__", None) or "?"
+        return repr(f"{mod}.{getattr(obj, '__qualname__', type(obj).__name__)}")
+    return f"a {type(obj).__name__} object"
+
+
+# ----------------------------------------------------------------------------
+# The unpickler.
+
+PersistentLoad = Callable[[Any], Any]
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """A pure-Python unpickler that only builds allow-listed data; see the module docstring."""
+
+    # The stock opcode table with REDUCE, NEWOBJ(_EX), BUILD and EXT* replaced (INST/OBJ go
+    # through _instantiate).
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)  # type: ignore[assignment,arg-type]
+
+    def __init__(self, file: IO[bytes], *, persistent_load: PersistentLoad | None = None) -> None:
+        super().__init__(file, encoding="latin1")
+        self._persistent_loader = persistent_load
+
+    # -- names --------------------------------------------------------------
+    def find_class(self, module: str, name: str) -> Any:
+        if getattr(self, "proto", 0) < 3:  # Python 2 names, as the stock unpickler maps them.
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+        return resolve_global(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._persistent_loader is None:
+            raise CheckpointError("malformed pickle: unexpected persistent id")
+        return self._persistent_loader(pid)
+
+    # -- calls ---------------------------------------------------------------
+    @staticmethod
+    def _call(func: Any, args: Any) -> Any:
+        allowed: Callable[..., Any] | None = _CALLABLES.get(id(func))
+        if allowed is None or allowed is not func:
+            raise UnsafePickleError(f"refused call of {_describe(func)}")
+        if not isinstance(args, tuple):
+            raise CheckpointError("malformed pickle: call arguments are not a tuple")
+        return allowed(*args)
+
+    @staticmethod
+    def _new(cls: Any, args: Any, kwargs: Any) -> Any:
+        if not any(cls is c for c in _NEWOBJ_CLASSES):
+            raise UnsafePickleError(f"refused call of {_describe(cls)} (NEWOBJ)")
+        if not isinstance(args, tuple) or not isinstance(kwargs, dict):
+            raise CheckpointError("malformed pickle: NEWOBJ arguments")
+        return cls.__new__(cls, *args, **kwargs)
+
+    def _load_reduce(self) -> None:
+        stack = self.stack  # type: ignore[attr-defined]
+        args = stack.pop()
+        stack[-1] = self._call(stack[-1], args)
+
+    def _load_newobj(self) -> None:
+        stack = self.stack  # type: ignore[attr-defined]
+        args = stack.pop()
+        cls = stack.pop()
+        stack.append(self._new(cls, args, {}))
+
+    def _load_newobj_ex(self) -> None:
+        stack = self.stack  # type: ignore[attr-defined]
+        kwargs = stack.pop()
+        args = stack.pop()
+        cls = stack.pop()
+        stack.append(self._new(cls, args, kwargs))
+
+    def _instantiate(self, klass: Any, args: Any) -> None:  # INST and OBJ
+        self.stack.append(self._call(klass, tuple(args)))  # type: ignore[attr-defined]
+
+    def _load_build(self) -> None:
+        stack = self.stack  # type: ignore[attr-defined]
+        state = stack.pop()
+        inst = stack[-1]
+        build = getattr(type(inst), "_pickle_build", None)
+        if build is not None and isinstance(inst, (EasyDict, Namespace, NumpyArray, NumpyDType)):
+            build(inst, state)
+        elif isinstance(inst, OrderedDict):
+            # state_dict() OrderedDicts carry a `_metadata` attribute: plain data attributes only.
+            parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+            for part in parts:
+                if not part:
+                    continue
+                if not isinstance(part, dict) or not all(isinstance(k, str) and not k.startswith("__") for k in part):
+                    raise UnsafePickleError("refused BUILD (__setstate__) on an OrderedDict with odd attributes")
+                inst.__dict__.update(part)
+        else:
+            raise UnsafePickleError(f"refused BUILD (__setstate__) on a {type(inst).__name__} object")
+
+    def _load_ext(self) -> None:
+        raise UnsafePickleError("refused copyreg extension code (EXT opcode)")
+
+    dispatch[pickle.REDUCE[0]] = _load_reduce
+    dispatch[pickle.NEWOBJ[0]] = _load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
+    dispatch[pickle.BUILD[0]] = _load_build
+    dispatch[pickle.EXT1[0]] = _load_ext
+    dispatch[pickle.EXT2[0]] = _load_ext
+    dispatch[pickle.EXT4[0]] = _load_ext
+
+
+def restricted_load(file: IO[bytes], *, persistent_load: PersistentLoad | None = None) -> Any:
+    """Read one pickle from ``file`` with :class:`RestrictedUnpickler`.
+
+    Raises :class:`UnsafePickleError` for refused globals/calls and :class:`CheckpointError` for
+    any other failure (the underlying error is chained).
+    """
+    try:
+        return RestrictedUnpickler(file, persistent_load=persistent_load).load()
+    except CheckpointError:
+        raise
+    except RecursionError as e:
+        raise CheckpointError("malformed pickle: nested too deeply") from e
+    except Exception as e:
+        raise CheckpointError(f"malformed pickle: {type(e).__name__}: {e}") from e
+
+
+def restricted_loads(data: bytes, *, persistent_load: PersistentLoad | None = None) -> Any:
+    return restricted_load(io.BytesIO(data), persistent_load=persistent_load)
+
+
+# ----------------------------------------------------------------------------
+# torch.save containers.
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _flat_from_bytes(data: bytes, dtype: torch.dtype, big_endian: bool = False) -> torch.Tensor:
+    itemsize = _element_size(dtype)
+    if len(data) % itemsize:
+        raise CheckpointError("malformed storage: byte count is not a multiple of the element size")
+    if not data:
+        return torch.empty(0, dtype=dtype)
+    if big_endian and itemsize > 1:
+        swapped = np.frombuffer(data, dtype=np.uint8).reshape(-1, itemsize)[:, ::-1]
+        data = swapped.tobytes()
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype)
+
+
+def _storage_pid(pid: Any) -> tuple[StorageType, str, int, Any]:
+    if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
+        if isinstance(pid, tuple) and pid and pid[0] == "module":
+            raise CheckpointError("pickled whole modules (torch.save(model)) are not supported; save a state_dict")
+        raise CheckpointError(f"malformed torch file: unsupported persistent id {str(pid)[:80]!r}")
+    stype, key, _location, numel = pid[1:5]
+    view = pid[5] if len(pid) > 5 else None
+    if not isinstance(stype, StorageType):
+        raise CheckpointError(f"malformed torch file: storage type {_describe(stype)}")
+    if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+        raise CheckpointError("malformed torch file: bad storage key or size")
+    return stype, key, numel, view
+
+
+def load_torch_legacy(f: IO[bytes], *, size_limit: int) -> Any:
+    """Read a legacy (non-zip) ``torch.save`` stream: magic, protocol, sys info, the object, the
+    storage keys and then each storage as ``int64 numel`` + little-endian data.
+
+    ``size_limit`` bounds the bytes all storages may claim (the stream length), so a forged
+    header cannot make us allocate more than the file holds.
+    """
+    if restricted_load(f) != LEGACY_MAGIC:
+        raise CheckpointError("not a legacy torch file (bad magic number)")
+    if restricted_load(f) != LEGACY_PROTOCOL:
+        raise CheckpointError("unsupported legacy torch protocol version")
+    restricted_load(f)  # sys_info: the data are little-endian regardless.
+
+    roots: dict[str, TorchStorage] = {}
+    views: dict[str, TorchStorage] = {}
+    budget = [size_limit]
+
+    def persistent_load(pid: Any) -> TorchStorage:
+        stype, key, numel, view = _storage_pid(pid)
+        root = roots.get(key)
+        if root is None:
+            nbytes = numel * _element_size(stype.dtype)
+            if nbytes > budget[0]:
+                raise CheckpointError(f"malformed torch file: storage {key!r} claims more bytes than the file holds")
+            budget[0] -= nbytes
+            root = TorchStorage(stype.dtype, torch.empty(numel, dtype=stype.dtype), untyped=stype.dtype == torch.uint8)
+            roots[key] = root
+        elif root.dtype != stype.dtype or root.flat.numel() != numel:
+            raise CheckpointError(f"malformed torch file: storage {key!r} is declared twice differently")
+        if view is None:
+            return root
+        if not (isinstance(view, tuple) and len(view) == 3):
+            raise CheckpointError("malformed torch file: bad storage view")
+        view_key, offset, view_size = view
+        if not all(isinstance(v, int) and v >= 0 for v in (offset, view_size)) or offset + view_size > numel:
+            raise CheckpointError("malformed torch file: storage view out of bounds")
+        if view_key not in views:
+            views[view_key] = TorchStorage(root.dtype, root.flat[offset : offset + view_size], untyped=root.untyped)
+        return views[view_key]
+
+    obj = restricted_load(f, persistent_load=persistent_load)
+    keys = restricted_load(f)
+    if not isinstance(keys, list) or set(keys) != set(roots):
+        raise CheckpointError("malformed torch file: storage key list does not match the storages")
+    for key in keys:
+        st = roots[key]
+        header = f.read(8)
+        if len(header) != 8:
+            raise CheckpointError(f"truncated torch file: storage {key!r} is missing")
+        numel = int.from_bytes(header, "little")
+        if numel != st.flat.numel():
+            raise CheckpointError(
+                f"malformed torch file: storage {key!r} has {numel} elements, expected {st.flat.numel()}"
+            )
+        nbytes = numel * _element_size(st.dtype)
+        data = f.read(nbytes)
+        if len(data) != nbytes:
+            raise CheckpointError(f"truncated torch file: storage {key!r} is incomplete")
+        if nbytes:
+            st.flat.copy_(_flat_from_bytes(data, st.dtype))
+    return obj
+
+
+def load_torch_zip(zf: zipfile.ZipFile, *, size_limit: int | None = None) -> Any:
+    """Read a zip ``torch.save`` file (``<prefix>/data.pkl`` + ``<prefix>/data/<key>``).
+
+    Only the bytes a storage claims are read (decompressed) from its record; with ``size_limit``
+    (the archive size) storages may claim at most 64 times that in all, so a forged size or a
+    compressed record cannot blow up memory.
+    """
+    pkl_names = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") <= 1]
+    if len(pkl_names) != 1:
+        raise CheckpointError("not a torch zip checkpoint (no unique data.pkl)")
+    prefix = pkl_names[0][: -len("data.pkl")]
+    big_endian = False
+    if f"{prefix}byteorder" in zf.namelist():
+        order = zf.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
+        if order not in ("little", "big"):
+            raise CheckpointError(f"malformed torch file: byteorder {order!r}")
+        big_endian = order == "big"
+    cache: dict[str, TorchStorage] = {}
+    budget = [64 * size_limit if size_limit is not None else None]
+
+    def persistent_load(pid: Any) -> TorchStorage:
+        stype, key, numel, _view = _storage_pid(pid)
+        st = cache.get(key)
+        if st is not None:
+            if st.dtype != stype.dtype:
+                raise CheckpointError(f"malformed torch file: storage {key!r} is used with two dtypes")
+            return st
+        name = f"{prefix}data/{key}"
+        try:
+            info = zf.getinfo(name)
+        except KeyError:
+            raise CheckpointError(f"malformed torch file: storage record {name!r} is missing") from None
+        nbytes = numel * _element_size(stype.dtype)
+        if info.file_size < nbytes:
+            raise CheckpointError(f"malformed torch file: storage record {name!r} is too short")
+        if budget[0] is not None:
+            if nbytes > budget[0]:
+                raise CheckpointError(f"malformed torch file: storage {key!r} claims more bytes than plausible")
+            budget[0] -= nbytes
+        with zf.open(name) as rec:
+            data = rec.read(nbytes)
+        if len(data) != nbytes:
+            raise CheckpointError(f"truncated torch file: storage record {name!r} is incomplete")
+        st = TorchStorage(
+            stype.dtype, _flat_from_bytes(data, stype.dtype, big_endian), untyped=stype.dtype == torch.uint8
+        )
+        cache[key] = st
+        return st
+
+    with zf.open(pkl_names[0]) as f:
+        return restricted_load(f, persistent_load=persistent_load)  # type: ignore[arg-type]
