@@ -76,6 +76,8 @@ from styleserve.export.networks import (
     MappingConfig,
     MappingNetwork,
     SynthesisConfig,
+    check_state_dict,
+    expected_shapes,
     setup_filter,
 )
 from torch import Tensor
@@ -172,34 +174,6 @@ def save_native(G: Generator, out_dir: str | os.PathLike[str]) -> Path:
     os.replace(tmp, out / "weights.safetensors")
     (out / "config.json").write_text(json.dumps(cfg_dict, indent=2) + "\n")
     return out
-
-
-def check_state_dict(cfg: GeneratorConfig, state: Mapping[str, Any], source: str = "checkpoint") -> None:
-    """Check ``state`` has exactly the keys and shapes of ``Generator(cfg)``; CheckpointError if not.
-
-    The reference network is built on the meta device, so this allocates nothing.
-    """
-    expected = _expected_shapes(cfg)
-    missing = [k for k in expected if k not in state]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise CheckpointError(f"{source} is missing key {missing[0]!r}{more}")
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
-        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise CheckpointError(f"{source} has unexpected key {unexpected[0]!r}{more}")
-    for key, shape in expected.items():
-        got = state[key]
-        if not isinstance(got, Tensor):
-            raise CheckpointError(f"{source}: {key!r} is a {type(got).__name__}, not a tensor")
-        if tuple(got.shape) != shape:
-            raise CheckpointError(f"{source}: {key!r} has shape {tuple(got.shape)}, the config needs {shape}")
-
-
-def _expected_shapes(cfg: GeneratorConfig) -> dict[str, tuple[int, ...]]:
-    """``Generator(cfg).state_dict()`` key -> shape, in state-dict order, built on the meta device."""
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in Generator(cfg).state_dict().items()}
 
 
 def estimate_w_avg(
@@ -328,7 +302,7 @@ def _taps_from_filter(f: Tensor, where: str) -> tuple[float, ...]:
 
 def _check_size(cfg: GeneratorConfig) -> None:
     """Refuse configs whose tensors would not fit in memory (forged shapes, stride-0 views)."""
-    total = sum(math.prod(shape) for shape in _expected_shapes(cfg).values())
+    total = sum(math.prod(shape) for shape in expected_shapes(cfg).values())
     if total > MAX_PARAMETERS:
         raise CheckpointError(f"implausibly large generator: {total} parameters (limit {MAX_PARAMETERS})")
 
@@ -356,7 +330,7 @@ def _finish(cfg: GeneratorConfig, state: dict[str, Tensor], source: str, notes: 
     for key, t in out.items():
         if not torch.isfinite(t).all():
             raise CheckpointError(f"{source}: {key!r} holds NaN or Inf")
-    return {k: out[k] for k in _expected_shapes(cfg)}  # The official state-dict order.
+    return {k: out[k] for k in expected_shapes(cfg)}  # The official state-dict order.
 
 
 # ----------------------------------------------------------------------------

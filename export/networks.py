@@ -19,8 +19,9 @@ Differences in *how* it is computed, chosen for ONNX and onnxruntime:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -715,31 +716,48 @@ class Generator(nn.Module):
 # Loading.
 
 
-def load_generator(cfg: GeneratorConfig, state: dict[str, Tensor]) -> Generator:
-    """Build a :class:`Generator` and load ``state`` (official key names), checking every key and shape.
+def expected_shapes(cfg: GeneratorConfig) -> dict[str, tuple[int, ...]]:
+    """``Generator(cfg).state_dict()`` key -> shape, in state-dict order, built on the meta device."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in Generator(cfg).state_dict().items()}
 
-    Raises :class:`styleserve.errors.CheckpointError` naming the first missing, unexpected or
-    mis-shaped key. Tensors are converted to float32.
+
+def check_state_dict(cfg: GeneratorConfig, state: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Check ``state`` has exactly the keys and shapes of ``Generator(cfg)``; CheckpointError naming the key.
+
+    Works on shapes only (the reference network lives on the meta device), so it allocates nothing.
     """
     from styleserve.errors import CheckpointError
 
-    G = Generator(cfg)
-    expected = G.state_dict()
+    expected = expected_shapes(cfg)
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise CheckpointError(f"checkpoint is missing key {missing[0]!r}{more}")
+        raise CheckpointError(f"{source} is missing key {missing[0]!r}{more}")
+    unexpected = [k for k in state if k not in expected]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise CheckpointError(f"checkpoint has unexpected key {unexpected[0]!r}{more}")
-    for key, ref in expected.items():
+        raise CheckpointError(f"{source} has unexpected key {unexpected[0]!r}{more}")
+    for key, shape in expected.items():
         got = state[key]
         if not isinstance(got, Tensor):
-            raise CheckpointError(f"{key!r} is a {type(got).__name__}, not a tensor")
-        if tuple(got.shape) != tuple(ref.shape):
-            raise CheckpointError(f"{key!r} has shape {tuple(got.shape)}, the config needs {tuple(ref.shape)}")
+            raise CheckpointError(f"{source}: {key!r} is a {type(got).__name__}, not a tensor")
+        if tuple(got.shape) != shape:
+            raise CheckpointError(f"{source}: {key!r} has shape {tuple(got.shape)}, the config needs {shape}")
+
+
+def load_generator(cfg: GeneratorConfig, state: Mapping[str, Tensor]) -> Generator:
+    """Build a :class:`Generator` and load ``state`` (official key names), checking every key and shape.
+
+    Raises :class:`styleserve.errors.CheckpointError` naming the first missing, unexpected,
+    mis-shaped or non-finite key. Tensors are converted to float32.
+    """
+    from styleserve.errors import CheckpointError
+
+    check_state_dict(cfg, state)
+    for key, got in state.items():
         if not torch.isfinite(got.float()).all():
             raise CheckpointError(f"{key!r} holds NaN or Inf")
+    G = Generator(cfg)
     G.load_state_dict({k: v.detach().to(torch.float32) for k, v in state.items()}, strict=True)
     return G.eval().requires_grad_(False)
