@@ -24,6 +24,9 @@ from styleserve.manifest import NOISE_MODES, ModelManifest
 
 F32 = npt.NDArray[np.float32]
 
+IMAGE_FLOAT = "image"  # float32 [N, C, H, W] in [-1, 1], unclamped.
+IMAGE_UINT8 = "image_uint8"  # uint8 [N, H, W, C].
+
 
 @dataclass(frozen=True)
 class NoiseSpec:
@@ -62,6 +65,7 @@ class ModelRuntime:
         device_id: int = 0,
         intra_op_threads: int | None = None,
         fp16: bool = False,
+        io_binding: bool | None = None,
     ) -> None:
         self.dir = Path(model_dir)
         self.manifest = m = ModelManifest.load(self.dir)
@@ -70,7 +74,13 @@ class ModelRuntime:
         graph = m.synthesis_fp16 if fp16 and m.synthesis_fp16 else m.synthesis
         self.mapping = self._open(m.mapping.file, so, providers, m.mapping.inputs, m.mapping.outputs)
         self.synthesis = self._open(graph.file, so, providers, graph.inputs, graph.outputs)
+        self.synthesis_file = graph.file
         self.provider = self.synthesis.get_providers()[0]
+        self.device_id = device_id
+        self.on_cuda = self.provider == "CUDAExecutionProvider"
+        # IO binding (default on CUDA): the constant noise planes live on the device for good, outputs are
+        # written to device memory and only the requested output is copied to the host at the end.
+        self.io_binding = self.on_cuda if io_binding is None else io_binding
         self.w_avg = np.asarray(m.w_avg, dtype=np.float32)
         self.noise_names = [n.name for n in m.noise_inputs]
         self.noise_res = [n.resolution for n in m.noise_inputs]
@@ -85,6 +95,12 @@ class ModelRuntime:
                 raise ManifestError(
                     f"{const_path}: {name} has shape {self.noise_const[name].shape[2:]}, need {(res, res)}"
                 )
+        self._device = ("cuda", device_id) if self.on_cuda else ("cpu", 0)
+        self._const_values = (
+            {k: ort.OrtValue.ortvalue_from_numpy(v, *self._device) for k, v in self.noise_const.items()}
+            if self.io_binding
+            else {}
+        )
 
     def _open(
         self, file: str, so: ort.SessionOptions, providers: list[Any], inputs: list[str], outputs: list[str]
@@ -148,6 +164,13 @@ class ModelRuntime:
         self, ws: F32, noise: Sequence[NoiseSpec] | None = None, output: str = "uint8"
     ) -> npt.NDArray[np.generic]:
         """ws ``[N, num_ws, w_dim]`` -> uint8 ``[N, H, W, C]`` or float32 ``[N, C, H, W]``."""
+        name = {"uint8": IMAGE_UINT8, "float": IMAGE_FLOAT}[output]
+        return self.run_synthesis(ws, noise, (name,))[name]
+
+    def run_synthesis(
+        self, ws: F32, noise: Sequence[NoiseSpec] | None = None, outputs: Sequence[str] = (IMAGE_UINT8,)
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        """One synthesis run; ``outputs`` is a subset of ``image`` (float NCHW) and ``image_uint8`` (NHWC)."""
         m = self.manifest
         ws = np.ascontiguousarray(ws, dtype=np.float32)
         if ws.ndim != 3 or ws.shape[1:] != (m.num_ws, m.w_dim):
@@ -155,6 +178,29 @@ class ModelRuntime:
         specs = list(noise) if noise is not None else [NoiseSpec()] * ws.shape[0]
         if len(specs) != ws.shape[0]:
             raise InvalidArgument("noise", f"needs {ws.shape[0]} entries, got {len(specs)}")
-        name = {"uint8": "image_uint8", "float": "image"}[output]
-        (img,) = self.synthesis.run([name], {"ws": ws, **self.noise_feeds(specs)})
-        return np.asarray(img)
+        names = list(dict.fromkeys(outputs))
+        if not names or any(n not in (IMAGE_FLOAT, IMAGE_UINT8) for n in names):
+            raise ValueError(f"outputs must be a subset of {[IMAGE_FLOAT, IMAGE_UINT8]}, got {names}")
+        feeds = self.noise_feeds(specs)
+        if not self.io_binding:
+            return dict(zip(names, self.synthesis.run(names, {"ws": ws, **feeds}), strict=True))
+        binding = self.synthesis.io_binding()
+        binding.bind_cpu_input("ws", ws)
+        for k, v in feeds.items():
+            if v is self.noise_const[k]:
+                binding.bind_ortvalue_input(k, self._const_values[k])
+            else:
+                binding.bind_cpu_input(k, v)
+        for name in names:
+            binding.bind_output(name, *self._device)
+        self.synthesis.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Run both networks once per batch size (allocates arenas and CUDA kernels before serving)."""
+        m = self.manifest
+        for n in batch_sizes:
+            c = np.eye(max(1, m.c_dim), dtype=np.float32)[np.zeros(n, np.int64)][:, : m.c_dim]
+            w = self.map(np.zeros((n, m.z_dim), np.float32), c if m.c_dim else None)
+            ws = np.repeat(w[:, None], m.num_ws, axis=1)
+            self.run_synthesis(ws, [NoiseSpec()] * n, (IMAGE_UINT8, IMAGE_FLOAT))

@@ -14,7 +14,10 @@ them once - the server maps them to status codes in ``styleserve.server`` and th
     ├── ManifestError              a model directory / model.json is broken
     ├── VerificationError          an export failed its numerical self-check
     ├── InvalidArgument            a request field is malformed (``field`` names it)
-    └── NotFound                   an unknown model, w id, ...
+    ├── NotFound                   an unknown model, w id, ...
+    ├── Overloaded                 a queue or limit is full; retry later (RESOURCE_EXHAUSTED)
+    ├── Unavailable                the server is warming up or draining (UNAVAILABLE)
+    └── DeadlineExpired            the caller's deadline passed before the work ran
 """
 
 from __future__ import annotations
@@ -55,3 +58,15 @@ class InvalidArgument(StyleServeError):
 
 class NotFound(StyleServeError):
     """An unknown model, cached w id or other named resource."""
+
+
+class Overloaded(StyleServeError):
+    """A bounded queue or per-request limit is full; the request was not started."""
+
+
+class Unavailable(StyleServeError):
+    """The server cannot take work now: it is warming up or draining."""
+
+
+class DeadlineExpired(StyleServeError):
+    """The caller's deadline passed while the work was queued; it was dropped without running."""

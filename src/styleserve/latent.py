@@ -105,6 +105,24 @@ def truncate(
     return out
 
 
+def truncate_rows(ws: F32, w_avg: F32, psi: npt.ArrayLike, cutoff: npt.ArrayLike) -> F32:
+    """Per-row truncation, vectorised over a batch: row ``i`` uses ``psi[i]`` on its layers ``< cutoff[i]``.
+
+    ``ws`` is ``[N, num_ws, w_dim]``, ``psi`` and ``cutoff`` are ``[N]`` (``cutoff >= num_ws`` = every
+    layer). Rows with ``psi == 1`` are returned untouched, as the official code skips them.
+    """
+    ws = np.asarray(ws, dtype=np.float32)
+    n, num_ws, _ = ws.shape
+    psi_arr = np.broadcast_to(np.asarray(psi, dtype=np.float32), (n,))
+    cut_arr = np.broadcast_to(np.asarray(cutoff, dtype=np.int64), (n,))
+    mask = (np.arange(num_ws)[None, :] < cut_arr[:, None]) & (psi_arr[:, None] != 1.0)  # [N, num_ws]
+    if not mask.any():
+        return ws.copy()
+    avg = np.asarray(w_avg, dtype=np.float32).reshape(1, 1, -1)
+    truncated = avg + psi_arr.reshape(-1, 1, 1) * (ws - avg)
+    return np.where(mask[:, :, None], truncated, ws).astype(np.float32, copy=False)
+
+
 def mix_styles(base: F32, other: F32, layers: Sequence[int]) -> F32:
     """Style mixing: ``base`` with the ws rows ``layers`` taken from ``other``. ``# [N, num_ws, w_dim]``"""
     out = np.array(base, dtype=np.float32, copy=True)

@@ -1,0 +1,65 @@
+"""Bearer-token auth: a server interceptor over the ``authorization`` metadata.
+
+Health checks stay open (load balancers and orchestrators probe them without credentials);
+every other service, reflection included, needs ``authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+OPEN_SERVICES = ("/grpc.health.v1.Health/",)
+
+
+def _token_ok(metadata: Sequence[tuple[str, str | bytes]] | None, tokens: Sequence[bytes]) -> bool:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            raw = value.encode() if isinstance(value, str) else value
+            scheme, _, token = raw.partition(b" ")
+            if scheme.lower() != b"bearer":
+                return False
+            # Compare against every token so the time taken does not tell which one nearly matched.
+            return any([hmac.compare_digest(token, t) for t in tokens])
+    return False
+
+
+def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        yield  # pragma: no cover - makes this an async generator
+
+    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(unary, **kw)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream, **kw)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(unary, **kw)
+    return grpc.stream_stream_rpc_method_handler(stream, **kw)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tokens: Sequence[str]) -> None:
+        if not tokens:
+            raise ValueError("token auth needs at least one token")
+        self._tokens = [t.encode() for t in tokens]
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method or ""
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        if _token_ok(handler_call_details.invocation_metadata, self._tokens):
+            return handler
+        return _deny(handler)

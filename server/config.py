@@ -1,0 +1,163 @@
+"""The server's one typed config, built once from CLI flags over ``STYLESERVE_*`` environment variables.
+
+Every flag ``--some-name`` has the environment fallback ``STYLESERVE_SOME_NAME``; a flag given on the
+command line wins. :meth:`ServerConfig.describe` is what the server logs at start (secrets redacted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+MiB = 2**20
+ENV_PREFIX = "STYLESERVE_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_repository: Path  # A directory of model directories (or one model directory).
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 = pick a free port (logged).
+    # onnxruntime
+    device: str = "auto"  # auto | cpu | cuda
+    device_id: int = 0
+    intra_op_threads: int = 0  # 0 = one per core.
+    fp16: bool = False  # Serve synthesis_fp16.onnx where the model has one.
+    # batching and limits
+    max_batch_size: int = 16  # Rows per onnxruntime run.
+    max_queue_delay_ms: float = 2.0  # How long the first queued request waits for company.
+    max_queue_images: int = 512  # Rows waiting per network and model before RESOURCE_EXHAUSTED.
+    max_images_per_request: int = 64
+    max_stream_images: int = 1_000_000
+    max_message_bytes: int = 64 * MiB
+    # w cache
+    w_cache_bytes: int = 256 * MiB  # 0 disables the cache.
+    w_cache_ttl_s: float = 0.0  # 0 = no expiry.
+    # encoding
+    encode_workers: int = 0  # 0 = one per core.
+    png_compress_level: int = 1
+    # lifecycle and security
+    grace_s: float = 10.0
+    reflection: bool = True
+    auth_token_file: Path | None = None  # One accepted bearer token per line.
+    auth_token: str | None = None  # Or a single token (env STYLESERVE_AUTH_TOKEN).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # Require client certificates signed by this CA.
+    metrics_port: int = 0  # 0 = no /metrics endpoint.
+    metrics_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        need(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        need(0 <= self.port <= 65535, f"port out of range: {self.port}")
+        need(self.max_batch_size >= 1, "max_batch_size must be >= 1")
+        need(self.max_queue_delay_ms >= 0, "max_queue_delay_ms must be >= 0")
+        need(self.max_queue_images >= self.max_batch_size, "max_queue_images must be >= max_batch_size")
+        need(self.max_images_per_request >= 1, "max_images_per_request must be >= 1")
+        need(self.max_message_bytes >= MiB, "max_message_bytes must be >= 1 MiB")
+        need(self.w_cache_bytes >= 0 and self.w_cache_ttl_s >= 0, "w cache size and TTL must be >= 0")
+        need(0 <= self.png_compress_level <= 9, "png_compress_level must be in 0..9")
+        need(self.grace_s >= 0, "grace_s must be >= 0")
+        need((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together")
+        need(self.tls_client_ca is None or self.tls_cert is not None, "tls_client_ca needs tls_cert and tls_key")
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Accepted bearer tokens; empty = no auth."""
+        out = [self.auth_token] if self.auth_token else []
+        if self.auth_token_file is not None:
+            lines = self.auth_token_file.read_text(encoding="utf-8").splitlines()
+            out += [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        return tuple(out)
+
+    def describe(self) -> dict[str, Any]:
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        if d["auth_token"]:
+            d["auth_token"] = "<redacted>"
+        return d
+
+    @staticmethod
+    def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if environ is None else environ
+        parser = build_parser(env)
+        ns = parser.parse_args(argv)
+        values = vars(ns)
+        if values["model_repository"] is None:
+            parser.error(f"a model repository is required (argument or {ENV_PREFIX}MODEL_REPOSITORY)")
+        try:
+            return ServerConfig(**values)
+        except (TypeError, ValueError) as exc:
+            parser.error(str(exc))
+            raise  # unreachable: parser.error exits
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="styleserve serve",
+        description="Serve StyleGAN model directories over gRPC (flags override STYLESERVE_* environment variables).",
+    )
+    defaults = {f.name: None if f.default is MISSING else f.default for f in fields(ServerConfig)}
+    helps = {
+        "host": "address to bind (0.0.0.0 or [::] for every interface)",
+        "port": "gRPC port; 0 picks a free one and logs it",
+        "device": "onnxruntime device: auto (CUDA when available), cpu or cuda",
+        "intra_op_threads": "onnxruntime threads per session, 0 = one per core",
+        "fp16": "serve synthesis_fp16.onnx where a model has one",
+        "max_batch_size": "rows per onnxruntime run (dynamic batching)",
+        "max_queue_delay_ms": "how long a queued request waits for others to share its run",
+        "max_queue_images": "rows waiting per model and network before RESOURCE_EXHAUSTED",
+        "w_cache_bytes": "w cache size in bytes, 0 disables it",
+        "w_cache_ttl_s": "w cache entry lifetime in seconds, 0 = none",
+        "grace_s": "seconds in-flight work may finish after SIGTERM",
+        "auth_token_file": "file of accepted bearer tokens, one per line",
+        "auth_token": "one accepted bearer token (prefer the file or the environment)",
+        "tls_client_ca": "CA bundle; when given, clients must present a certificate it signed",
+        "metrics_port": "port of the Prometheus /metrics endpoint, 0 = off",
+    }
+    for f in fields(ServerConfig):
+        env_name = ENV_PREFIX + f.name.upper()
+        raw = env.get(env_name)
+        typ: Any
+        if f.type in ("Path", "Path | None"):
+            typ = Path
+        elif f.type == "bool":
+            typ = _bool
+        elif f.type == "int":
+            typ = int
+        elif f.type == "float":
+            typ = float
+        else:
+            typ = str
+        try:
+            default = typ(raw) if raw is not None else defaults[f.name]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise SystemExit(f"styleserve serve: bad {env_name}={raw!r}: {exc}") from exc
+        help_text = helps.get(f.name, "") + f" [env {env_name}]"
+        if f.name == "model_repository":
+            p.add_argument(
+                "model_repository", nargs="?", type=Path, default=default, help="model directory " + help_text
+            )
+        elif f.type == "bool":
+            p.add_argument("--" + f.name.replace("_", "-"), type=_bool, nargs="?", const=True, default=default,
+                           metavar="BOOL", help=help_text)  # fmt: skip
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=default, help=help_text)
+    return p

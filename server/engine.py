@@ -1,0 +1,271 @@
+"""The serving engine: served models, their batchers, the w cache, style assembly and encoding.
+
+No gRPC here: the engine takes domain values (:mod:`.convert`) and raises domain errors
+(:mod:`styleserve.errors`); the servicer translates both ways. Inference runs in a thread pool
+(one run at a time per network, through :class:`~.batcher.Batcher`), image encoding in another,
+so the event loop only assembles small numpy arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from styleserve.errors import InvalidArgument, NotFound, Overloaded, Unavailable
+from styleserve.latent import broadcast_ws, class_labels, truncate_rows, z_from_seed
+from styleserve.manifest import ModelManifest
+from styleserve.v1 import styleserve_pb2 as pb
+
+from .batcher import Batcher
+from .config import ServerConfig
+from .convert import Output, Plan, Source, Truncation, model_info
+from .imaging import encode
+from .metrics import Metrics
+from .runtime import IMAGE_FLOAT, IMAGE_UINT8, ModelRuntime, NoiseSpec
+from .wcache import WCache, content_key
+
+log = logging.getLogger("styleserve.server")
+
+F32 = npt.NDArray[np.float32]
+Images = dict[str, npt.NDArray[np.generic]]
+MapPayload = tuple[F32, F32 | None]  # z [n, z_dim], c [n, c_dim] or None
+SynthPayload = tuple[F32, tuple[NoiseSpec, ...], tuple[str, ...]]  # ws [n, num_ws, w_dim], noise, outputs
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+def _run_mapping(rt: ModelRuntime, payloads: list[MapPayload]) -> list[F32]:
+    z = np.concatenate([p[0] for p in payloads])
+    c = None if payloads[0][1] is None else np.concatenate([p[1] for p in payloads if p[1] is not None])
+    w = rt.map(z, c)
+    return np.split(w, np.cumsum([len(p[0]) for p in payloads])[:-1])
+
+
+def _run_synthesis(rt: ModelRuntime, payloads: list[SynthPayload]) -> list[Images]:
+    ws = np.concatenate([p[0] for p in payloads])
+    noise = [spec for p in payloads for spec in p[1]]
+    outputs = tuple(dict.fromkeys(name for p in payloads for name in p[2]))
+    images = rt.run_synthesis(ws, noise, outputs)
+    bounds = np.cumsum([0] + [len(p[0]) for p in payloads])
+    return [{k: images[k][a:b] for k in p[2]} for p, a, b in zip(payloads, bounds[:-1], bounds[1:], strict=True)]
+
+
+@dataclass
+class ServedModel:
+    name: str
+    runtime: ModelRuntime
+    info: pb.ModelInfo
+    mapping: Batcher[MapPayload, F32]
+    synthesis: Batcher[SynthPayload, Images]
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.runtime.manifest
+
+
+class Engine:
+    """Owns the served models. ``state`` goes warming -> serving -> draining."""
+
+    def __init__(self, runtimes: Mapping[str, ModelRuntime], config: ServerConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.runtimes = dict(runtimes)
+        cores = os.cpu_count() or 1
+        self.infer_pool = ThreadPoolExecutor(max_workers=2 * max(1, len(runtimes)), thread_name_prefix="infer")
+        self.encode_pool = ThreadPoolExecutor(max_workers=config.encode_workers or cores, thread_name_prefix="encode")
+        self.cache = WCache(config.w_cache_bytes, config.w_cache_ttl_s, metrics=metrics)
+        self.models: dict[str, ServedModel] = {}
+        self.state = "warming"
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Create the batchers (needs the running loop)."""
+        c = self.config
+        for name, rt in self.runtimes.items():
+            common: dict[str, Any] = dict(
+                max_batch_rows=c.max_batch_size,
+                max_delay_s=c.max_queue_delay_ms / 1000,
+                max_queue_rows=c.max_queue_images,
+                executor=self.infer_pool,
+                metrics=self.metrics,
+            )
+            mapping: Batcher[MapPayload, F32] = Batcher(name, "mapping", partial(_run_mapping, rt), **common)
+            synthesis: Batcher[SynthPayload, Images] = Batcher(name, "synthesis", partial(_run_synthesis, rt), **common)
+            mapping.start()
+            synthesis.start()
+            self.models[name] = ServedModel(name, rt, model_info(rt.manifest, rt.provider), mapping, synthesis)
+
+    async def warmup(self) -> None:
+        """Run every model at batch 1 and at the max batch size, then report serving."""
+        loop = asyncio.get_running_loop()
+        sizes = sorted({1, self.config.max_batch_size})
+        for name, rt in self.runtimes.items():
+            t0 = time.perf_counter()
+            await loop.run_in_executor(self.infer_pool, rt.warmup, sizes)
+            log.info(
+                "warmed up model %s on %s in %.2f s (batches %s)", name, rt.provider, time.perf_counter() - t0, sizes
+            )
+        self.state = "serving"
+        self.metrics.ready.set(1)
+
+    async def drain(self) -> None:
+        """Refuse new work; queued work still runs."""
+        self.state = "draining"
+        self.metrics.ready.set(0)
+
+    async def close(self) -> None:
+        for sm in self.models.values():
+            await sm.mapping.close()
+            await sm.synthesis.close()
+        self.infer_pool.shutdown(wait=True)
+        self.encode_pool.shutdown(wait=True)
+
+    def check_serving(self) -> None:
+        if self.state == "warming":
+            raise Unavailable("the server is warming up; retry shortly")
+        if self.state == "draining":
+            raise Unavailable("the server is shutting down")
+
+    def model(self, name: str, field: str = "model") -> ServedModel:
+        if not name:
+            raise InvalidArgument(field, "is required")
+        sm = self.models.get(name)
+        if sm is None:
+            raise NotFound(f"{field}: unknown model {name!r}; serving {sorted(self.models)}")
+        return sm
+
+    # ------------------------------------------------------------------------------- mapping
+
+    async def _chunked(self, batcher: Batcher[P, R], n: int, payload: Any, deadline: float | None) -> list[R]:
+        """Submit rows [0, n) in chunks of at most the max batch size, concurrently."""
+        step = batcher.max_batch_rows
+        spans = [(a, min(n, a + step)) for a in range(0, n, step)]
+        waiting = self.config.max_queue_images - batcher.queued_rows
+        if n > waiting:
+            self.metrics.rejected.labels(batcher.model).inc()
+            raise Overloaded(f"model {batcher.model!r}: {batcher.network} queue cannot take {n} more rows; retry later")
+        return list(await asyncio.gather(*(batcher.submit(payload(a, b), b - a, deadline) for a, b in spans)))
+
+    async def map_latents(
+        self,
+        sm: ServedModel,
+        z: F32,
+        classes: Sequence[int | None],
+        keys: Sequence[str | None],
+        deadline: float | None,
+    ) -> F32:
+        """z ``[N, z_dim]`` -> w ``[N, w_dim]``; rows with a cached key skip the mapping network."""
+        m = sm.manifest
+        w = np.empty((len(z), m.w_dim), np.float32)
+        miss: list[int] = []
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key, sm.name) if key is not None else None
+            if hit is None:
+                miss.append(i)
+            else:
+                w[i] = hit
+        if miss:
+            zm = np.ascontiguousarray(z[miss])
+            cm = class_labels([classes[i] for i in miss], m.c_dim) if m.c_dim else None
+            parts = await self._chunked(
+                sm.mapping, len(miss), lambda a, b: (zm[a:b], None if cm is None else cm[a:b]), deadline
+            )
+            mapped = np.concatenate(parts)
+            w[miss] = mapped
+            for j, i in enumerate(miss):
+                key = keys[i]
+                if key is not None:
+                    self.cache.put(key, sm.name, mapped[j])
+        return w
+
+    async def map_seeds(
+        self, sm: ServedModel, seeds: Sequence[int], classes: Sequence[int | None], deadline: float | None
+    ) -> F32:
+        """The official seed rule through the cache. ``# [N, w_dim]``"""
+        z_dim = sm.manifest.z_dim
+        z = np.stack([z_from_seed(s, z_dim) for s in seeds]) if seeds else np.empty((0, z_dim), np.float32)
+        keys = [content_key(sm.name, "seed", s, c) for s, c in zip(seeds, classes, strict=True)]
+        return await self.map_latents(sm, z, classes, keys, deadline)
+
+    def truncate(self, sm: ServedModel, w: F32, truncations: Sequence[Truncation]) -> F32:
+        """w ``[N, w_dim]`` -> ws ``[N, num_ws, w_dim]`` with each row's psi and cutoff."""
+        m = sm.manifest
+        psi = np.array([t.psi for t in truncations], np.float32)
+        cutoff = np.array([t.cutoff_or(m.num_ws) for t in truncations], np.int64)
+        return truncate_rows(broadcast_ws(w, m.num_ws), sm.runtime.w_avg, psi, cutoff)
+
+    # ------------------------------------------------------------------------------ sources
+
+    def cached_w(self, sm: ServedModel, w_id: str, field: str) -> F32:
+        hit = self.cache.get(w_id, sm.name)
+        if hit is None:
+            raise NotFound(f"{field}: unknown w id {w_id!r} for model {sm.name!r} (never stored, evicted or expired)")
+        return hit
+
+    async def resolve(self, sm: ServedModel, sources: Sequence[Source], deadline: float | None) -> F32:
+        """Each source as a full ws ``[num_ws, w_dim]``. ``# [S, num_ws, w_dim]``"""
+        m = sm.manifest
+        out = np.empty((len(sources), m.num_ws, m.w_dim), np.float32)
+        seeded = [i for i, s in enumerate(sources) if s.seed is not None]
+        for i, s in enumerate(sources):
+            if s.w is not None:
+                out[i] = s.w
+            elif s.w_id is not None:
+                hit = self.cached_w(sm, s.w_id, f"{s.field}.w_id")
+                out[i] = hit if hit.ndim == 2 else hit[None]
+        if seeded:
+            src = [sources[i] for i in seeded]
+            w = await self.map_seeds(
+                sm, [int(s.seed) for s in src if s.seed is not None], [s.class_index for s in src], deadline
+            )
+            out[seeded] = self.truncate(sm, w, [s.truncation for s in src])
+        return out
+
+    async def assemble(self, sm: ServedModel, plans: Sequence[Plan], deadline: float | None) -> F32:
+        """Per-layer style plans -> ws ``[N, num_ws, w_dim]``; later styles override earlier ones."""
+        m = sm.manifest
+        resolved = await self.resolve(sm, [ls.source for p in plans for ls in p.styles], deadline)
+        ws = np.empty((len(plans), m.num_ws, m.w_dim), np.float32)
+        k = 0
+        for i, p in enumerate(plans):
+            for ls in p.styles:
+                idx = list(ls.layers)
+                ws[i, idx] = resolved[k, idx]
+                k += 1
+        return ws
+
+    # ---------------------------------------------------------------------------- synthesis
+
+    async def synthesize(
+        self, sm: ServedModel, ws: F32, noise: Sequence[NoiseSpec], out: Output, deadline: float | None
+    ) -> npt.NDArray[np.generic]:
+        """ws ``[N, num_ws, w_dim]`` -> uint8 ``[N, H, W, C]`` (float32 ``[N, C, H, W]`` for raw_float32)."""
+        name = IMAGE_FLOAT if out.format == "raw_float32" else IMAGE_UINT8
+        specs = tuple(noise)
+        parts = await self._chunked(sm.synthesis, len(ws), lambda a, b: (ws[a:b], specs[a:b], (name,)), deadline)
+        return np.concatenate([p[name] for p in parts])
+
+    async def encode(self, images: npt.NDArray[np.generic], out: Output) -> list[pb.Image]:
+        """Encode each image in the encoding pool, in parallel."""
+        loop = asyncio.get_running_loop()
+        level = self.config.png_compress_level
+        hist = self.metrics.encode_seconds.labels(out.format)
+
+        def one(img: npt.NDArray[np.generic]) -> pb.Image:
+            t0 = time.perf_counter()
+            res = encode(img, out, level)
+            hist.observe(time.perf_counter() - t0)
+            return res
+
+        return list(await asyncio.gather(*(loop.run_in_executor(self.encode_pool, one, img) for img in images)))

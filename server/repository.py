@@ -1,0 +1,48 @@
+"""The model repository: a directory whose subdirectories are model directories.
+
+Every model is loaded at start; one broken model fails the whole start with a message naming the
+file, so there is never a half-up server. A directory holding ``model.json`` itself is served as a
+repository of one. Hidden entries (``.export-tmp`` and the like) are skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from styleserve.errors import ManifestError
+from styleserve.manifest import MANIFEST_NAME
+
+from .config import ServerConfig
+from .runtime import ModelRuntime
+
+
+def model_dirs(repository: Path) -> list[Path]:
+    if not repository.is_dir():
+        raise ManifestError(f"{repository}: model repository is not a directory")
+    if (repository / MANIFEST_NAME).is_file():
+        return [repository]
+    dirs = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise ManifestError(f"{repository}: model repository holds no model directories")
+    for d in dirs:
+        if not (d / MANIFEST_NAME).is_file():
+            raise ManifestError(f"{d / MANIFEST_NAME}: missing; every subdirectory must be a model directory")
+    return dirs
+
+
+def load_repository(config: ServerConfig) -> dict[str, ModelRuntime]:
+    """Open every model of the repository (name from its model.json); raises ManifestError naming the file."""
+    models: dict[str, ModelRuntime] = {}
+    for d in model_dirs(config.model_repository):
+        rt = ModelRuntime(
+            d,
+            device=config.device,
+            device_id=config.device_id,
+            intra_op_threads=config.intra_op_threads or None,
+            fp16=config.fp16,
+        )
+        name = rt.manifest.name
+        if name in models:
+            raise ManifestError(f"{d / MANIFEST_NAME}: model name {name!r} is also used by {models[name].dir}")
+        models[name] = rt
+    return models

@@ -1,0 +1,348 @@
+"""The ``styleserve.v1.StyleServe`` servicer: thin methods over :mod:`.convert` and :class:`~.engine.Engine`.
+
+Every method is wrapped by :func:`_rpc`, which refuses work while warming or draining, turns the
+call's deadline into a monotonic time for the batchers, records metrics, and translates errors to
+status codes through :func:`.status.status_for` (the only place that does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial, wraps
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from styleserve.errors import InvalidArgument, Overloaded
+from styleserve.grid import DEFAULT_COL_STYLES, compose_grid, mix_grid_ws
+from styleserve.latent import SEED_MAX, z_from_seed
+from styleserve.v1 import styleserve_pb2 as pb
+from styleserve.v1 import styleserve_pb2_grpc as pb_grpc
+
+from . import convert
+from .convert import Output, Source, tensor_from_proto, tensor_to_proto
+from .engine import Engine, ServedModel
+from .runtime import NoiseSpec
+from .status import status_for
+from .wcache import content_key
+
+F32 = npt.NDArray[np.float32]
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints.
+
+STREAM_DEPTH = 2  # Chunks of a stream in flight at once (backpressure: the next starts as one is sent).
+
+
+def _deadline(context: Context) -> float | None:
+    left = context.time_remaining()
+    return None if left is None else time.monotonic() + left
+
+
+def _rpc(
+    fn: Callable[[StyleServeServicer, Req, Context], Awaitable[Resp]],
+) -> Callable[[StyleServeServicer, Req, Context], Awaitable[Resp]]:
+    method = fn.__name__
+
+    @wraps(fn)
+    async def wrapper(self: StyleServeServicer, request: Req, context: Context) -> Resp:
+        m = self.engine.metrics
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
+        m.inflight.inc()
+        try:
+            self.engine.check_serving()
+            return await fn(self, request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code, details = status_for(exc, method)
+            await context.abort(code, details)
+            raise  # unreachable: abort raises
+        finally:
+            m.inflight.dec()
+            m.requests.labels(method, code.name).inc()
+            m.request_seconds.labels(method).observe(time.perf_counter() - t0)
+
+    return wrapper
+
+
+def _rpc_stream(
+    fn: Callable[[StyleServeServicer, Req, Context], AsyncIterator[Resp]],
+) -> Callable[[StyleServeServicer, Req, Context], AsyncIterator[Resp]]:
+    method = fn.__name__
+
+    @wraps(fn)
+    async def wrapper(self: StyleServeServicer, request: Req, context: Context) -> AsyncIterator[Resp]:
+        m = self.engine.metrics
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
+        m.inflight.inc()
+        try:
+            self.engine.check_serving()
+            async for item in fn(self, request, context):
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code, details = status_for(exc, method)
+            await context.abort(code, details)
+        finally:
+            m.inflight.dec()
+            m.requests.labels(method, code.name).inc()
+            m.request_seconds.labels(method).observe(time.perf_counter() - t0)
+
+    return wrapper
+
+
+def _to_uint8(img: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
+    """float32 ``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, C]``, the graph's ``image_uint8`` rule."""
+    return np.clip(np.asarray(img) * 127.5 + 128, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+class StyleServeServicer(pb_grpc.StyleServeServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.limit = engine.config.max_images_per_request
+
+    # ----------------------------------------------------------------------------------- helpers
+
+    async def _images(self, sm: ServedModel, imgs: npt.NDArray[np.generic], ws: F32, out: Output) -> list[pb.Image]:
+        encoded = await self.engine.encode(imgs, out)
+        if out.return_ws:
+            for image, row in zip(encoded, ws, strict=True):
+                image.ws.CopyFrom(tensor_to_proto(row))
+        self.engine.metrics.images.labels(sm.name).inc(len(encoded))
+        return encoded
+
+    def _seed_sources(
+        self, sm: ServedModel, seeds: Sequence[int], request: Any, field: str = "seeds", first_index: int = 0
+    ) -> list[Source]:
+        m = sm.manifest
+        cls = convert.class_value(m, request.HasField("class_index"), request.class_index, "class_index")
+        trunc = convert.truncation(m, request.truncation, "truncation")
+        return [
+            Source(f"{field}[{first_index + i}]", seed=convert.seed_value(s, f"{field}[{first_index + i}]"),
+                   class_index=cls, truncation=trunc)
+            for i, s in enumerate(seeds)
+        ]  # fmt: skip
+
+    # -------------------------------------------------------------------------------------- models
+
+    @_rpc
+    async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[sm.info for sm in self.engine.models.values()])
+
+    @_rpc
+    async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.ModelInfo:
+        return self.engine.model(request.model).info
+
+    # ------------------------------------------------------------------------------------- mapping
+
+    @_rpc
+    async def Map(self, request: pb.MapRequest, context: Context) -> pb.MapResponse:
+        sm = self.engine.model(request.model)
+        m = sm.manifest
+        n = convert.count(len(request.latents), self.limit, "latents")
+        trunc = convert.truncation(m, request.truncation, "truncation")
+        if not (request.return_w or request.cache):
+            raise InvalidArgument("return_w", "set return_w and/or cache, or nothing comes back")
+        z = np.empty((n, m.z_dim), np.float32)
+        classes: list[int | None] = []
+        keys: list[str | None] = []
+        for i, lat in enumerate(request.latents):
+            f = f"latents[{i}]"
+            cls = convert.class_value(m, lat.HasField("class_index"), lat.class_index, f"{f}.class_index")
+            kind = lat.WhichOneof("source")
+            if kind == "seed":
+                seed = convert.seed_value(lat.seed, f"{f}.seed")
+                z[i] = z_from_seed(seed, m.z_dim)
+                keys.append(content_key(sm.name, "seed", seed, cls))
+            elif kind == "z":
+                z[i] = tensor_from_proto(lat.z, f"{f}.z", [(m.z_dim,)])
+                keys.append(content_key(sm.name, "z", z[i].tobytes(), cls))
+            else:
+                raise InvalidArgument(f, "needs a seed or z")
+            classes.append(cls)
+        w = await self.engine.map_latents(sm, z, classes, keys, _deadline(context))
+        if trunc.is_identity:
+            rows: F32 = w
+            ids = list(keys)
+        else:
+            ws = self.engine.truncate(sm, w, [trunc] * n)
+            rows = ws[:, 0] if trunc.cutoff_or(m.num_ws) >= m.num_ws else ws  # w [w_dim] or w+ [num_ws, w_dim]
+            ids = [content_key(sm.name, "truncated", k, trunc.psi, trunc.cutoff) for k in keys]
+        results = []
+        for i in range(n):
+            r = pb.MappedW()
+            if request.return_w:
+                r.w.CopyFrom(tensor_to_proto(rows[i]))
+            if request.cache:
+                key = ids[i]
+                assert key is not None
+                if not self.engine.cache.put(key, sm.name, rows[i]):
+                    raise Overloaded(
+                        f"cache: the w cache cannot hold a w (w_cache_bytes={self.engine.cache.max_bytes})"
+                    )
+                r.w_id = key
+            results.append(r)
+        return pb.MapResponse(results=results)
+
+    # ----------------------------------------------------------------------------------- synthesis
+
+    @_rpc
+    async def Synthesize(self, request: pb.SynthesizeRequest, context: Context) -> pb.SynthesizeResponse:
+        sm = self.engine.model(request.model)
+        convert.count(len(request.plans), self.limit, "plans")
+        out = convert.output(request.output)
+        plans = [convert.plan(sm.manifest, p, f"plans[{i}]") for i, p in enumerate(request.plans)]
+        deadline = _deadline(context)
+        ws = await self.engine.assemble(sm, plans, deadline)
+        imgs = await self.engine.synthesize(sm, ws, [p.noise for p in plans], out, deadline)
+        return pb.SynthesizeResponse(images=await self._images(sm, imgs, ws, out))
+
+    @_rpc
+    async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.SynthesizeResponse:
+        sm = self.engine.model(request.model)
+        convert.count(len(request.seeds), self.limit, "seeds")
+        out = convert.output(request.output)
+        noise = convert.noise(sm.manifest, request.noise, "noise")
+        sources = self._seed_sources(sm, list(request.seeds), request)
+        deadline = _deadline(context)
+        ws = await self.engine.resolve(sm, sources, deadline)
+        imgs = await self.engine.synthesize(sm, ws, [noise] * len(ws), out, deadline)
+        return pb.SynthesizeResponse(images=await self._images(sm, imgs, ws, out))
+
+    @_rpc
+    async def StyleMixGrid(self, request: pb.StyleMixGridRequest, context: Context) -> pb.StyleMixGridResponse:
+        sm = self.engine.model(request.model)
+        m = sm.manifest
+        R = convert.count(len(request.rows), self.limit, "rows")
+        C = convert.count(len(request.cols), self.limit, "cols")
+        total = R * C + (R + C if request.compose else 0)
+        if total > self.limit:
+            raise InvalidArgument("cols", f"the grid needs {total} images; the limit per request is {self.limit}")
+        out = convert.output(request.output)
+        noise = convert.noise(m, request.noise, "noise")
+        col_styles = list(request.col_styles) or [i for i in DEFAULT_COL_STYLES if i < m.num_ws]
+        rows = [convert.source(m, s, f"rows[{i}]") for i, s in enumerate(request.rows)]
+        cols = [convert.source(m, s, f"cols[{i}]") for i, s in enumerate(request.cols)]
+        deadline = _deadline(context)
+        src = await self.engine.resolve(sm, rows + cols, deadline)
+        cells_ws = mix_grid_ws(src[:R], src[R:], col_styles)
+        all_ws = np.concatenate([cells_ws, src]) if request.compose else cells_ws
+        imgs = await self.engine.synthesize(sm, all_ws, [noise] * len(all_ws), out, deadline)
+        resp = pb.StyleMixGridResponse(cells=await self._images(sm, imgs[: R * C], cells_ws, out))
+        if request.compose:
+            u8 = _to_uint8(imgs) if out.format == "raw_float32" else imgs
+            canvas = compose_grid(u8[R * C : R * C + R], u8[R * C + R :], u8[: R * C])  # type: ignore[arg-type]
+            grid_out = Output("jpeg" if out.format == "jpeg" else "png", out.jpeg_quality)
+            (grid,) = await self.engine.encode(canvas[None], grid_out)
+            resp.grid.CopyFrom(grid)
+        return resp
+
+    # ------------------------------------------------------------------------------------- w cache
+
+    @_rpc
+    async def PutW(self, request: pb.PutWRequest, context: Context) -> pb.PutWResponse:
+        sm = self.engine.model(request.model)
+        m = sm.manifest
+        if not request.HasField("w"):
+            raise InvalidArgument("w", "is required")
+        w = tensor_from_proto(request.w, "w", [(m.w_dim,), (m.num_ws, m.w_dim)])
+        key = content_key(sm.name, "put", str(w.shape), w.tobytes())
+        if not self.engine.cache.put(key, sm.name, w):
+            raise Overloaded(
+                f"w: the w cache cannot hold {w.nbytes} bytes (w_cache_bytes={self.engine.cache.max_bytes})"
+            )
+        return pb.PutWResponse(w_id=key)
+
+    @_rpc
+    async def GetW(self, request: pb.GetWRequest, context: Context) -> pb.GetWResponse:
+        sm = self.engine.model(request.model)
+        if not request.w_id:
+            raise InvalidArgument("w_id", "is required")
+        return pb.GetWResponse(w=tensor_to_proto(self.engine.cached_w(sm, request.w_id, "w_id")))
+
+    @_rpc
+    async def DeleteW(self, request: pb.DeleteWRequest, context: Context) -> pb.DeleteWResponse:
+        sm = self.engine.model(request.model)
+        if not request.w_id:
+            raise InvalidArgument("w_id", "is required")
+        return pb.DeleteWResponse(deleted=self.engine.cache.delete(request.w_id, sm.name))
+
+    # ----------------------------------------------------------------------------------- streaming
+
+    @_rpc_stream
+    async def StreamGenerate(self, request: pb.StreamGenerateRequest, context: Context) -> AsyncIterator[pb.StreamItem]:
+        sm = self.engine.model(request.model)
+        m = sm.manifest
+        out = convert.output(request.output)
+        limit = self.engine.config.max_stream_images
+        step = self.engine.config.max_batch_size
+        work = request.WhichOneof("work")
+        chunks: list[Callable[[], Awaitable[list[pb.StreamItem]]]] = []
+        if work == "seeds":
+            start, stop = request.seeds.start, request.seeds.stop
+            if not start < stop:
+                raise InvalidArgument("seeds.stop", f"must be greater than seeds.start ({start}), got {stop}")
+            if stop - 1 > SEED_MAX:
+                raise InvalidArgument("seeds.stop", f"seeds must be <= {SEED_MAX}")
+            if stop - start > limit:
+                raise InvalidArgument("seeds", f"{stop - start} seeds; the limit per stream is {limit}")
+            noise = convert.noise(m, request.noise, "noise")
+            self._seed_sources(sm, [start], request)  # Validates class and truncation before streaming.
+            for a in range(start, stop, step):
+                b = min(stop, a + step)
+                chunks.append(partial(self._stream_seeds, sm, request, a, b, noise, out, context))
+        elif work == "plans":
+            plans_pb = request.plans.plans
+            n = len(plans_pb)
+            if not 0 < n <= limit:
+                raise InvalidArgument("plans.plans", f"needs 1..{limit} plans, got {n}")
+            plans = [convert.plan(m, p, f"plans.plans[{i}]") for i, p in enumerate(plans_pb)]
+            for a in range(0, n, step):
+                chunks.append(partial(self._stream_plans, sm, plans[a : a + step], a, out, context))
+        else:
+            raise InvalidArgument("work", "needs seeds or plans")
+        pending: deque[asyncio.Future[list[pb.StreamItem]]] = deque()
+        try:
+            for make in chunks:
+                pending.append(asyncio.ensure_future(make()))
+                if len(pending) >= STREAM_DEPTH:
+                    for item in await pending.popleft():
+                        yield item
+            while pending:
+                for item in await pending.popleft():
+                    yield item
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    async def _stream_seeds(
+        self, sm: ServedModel, request: pb.StreamGenerateRequest, a: int, b: int, noise: NoiseSpec, out: Output,
+        context: Context,
+    ) -> list[pb.StreamItem]:  # fmt: skip
+        start = request.seeds.start
+        sources = self._seed_sources(sm, list(range(a, b)), request, "seeds", a - start)
+        deadline = _deadline(context)
+        ws = await self.engine.resolve(sm, sources, deadline)
+        imgs = await self.engine.synthesize(sm, ws, [noise] * len(ws), out, deadline)
+        images = await self._images(sm, imgs, ws, out)
+        return [pb.StreamItem(index=s - start, seed=s, image=img) for s, img in zip(range(a, b), images, strict=True)]
+
+    async def _stream_plans(
+        self, sm: ServedModel, plans: list[convert.Plan], first: int, out: Output, context: Context
+    ) -> list[pb.StreamItem]:
+        deadline = _deadline(context)
+        ws = await self.engine.assemble(sm, plans, deadline)
+        imgs = await self.engine.synthesize(sm, ws, [p.noise for p in plans], out, deadline)
+        images = await self._images(sm, imgs, ws, out)
+        return [pb.StreamItem(index=first + i, image=img) for i, img in enumerate(images)]
