@@ -1,3 +1,60 @@
-"""The client side of styleserve (gRPC client library and CLI). Imports neither torch nor onnxruntime."""
+"""The client side of styleserve: a synchronous gRPC client library and the ``styleserve`` client CLI.
 
-__all__: list[str] = []
+Imports neither torch nor onnxruntime (only grpc, protobuf, numpy and, for decoding, Pillow)::
+
+    from styleserve.clients import Client, Plan, Source, Style
+
+    with Client("127.0.0.1:50051") as client:
+        images = client.generate("ffhq", range(8), psi=0.7)
+        images[0].save("seed0000.png")
+        mixed = client.synthesize("ffhq", [Plan([Style(Source.from_seed(85)), Style(Source.from_seed(55), stop=7)])])
+"""
+
+from ._client import Client
+from ._errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    StyleServeRpcError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from ._tensor import tensor_from_proto, tensor_to_proto
+from ._types import (
+    GeneratedImage,
+    GridResult,
+    MappedW,
+    ModelInfo,
+    Noise,
+    NoiseLayer,
+    Plan,
+    Source,
+    StreamResult,
+    Style,
+    WsLayer,
+)
+
+__all__ = [
+    "Client",
+    "DeadlineExceededError",
+    "GeneratedImage",
+    "GridResult",
+    "InvalidArgumentError",
+    "MappedW",
+    "ModelInfo",
+    "Noise",
+    "NoiseLayer",
+    "NotFoundError",
+    "Plan",
+    "ResourceExhaustedError",
+    "Source",
+    "StreamResult",
+    "Style",
+    "StyleServeRpcError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "WsLayer",
+    "tensor_from_proto",
+    "tensor_to_proto",
+]

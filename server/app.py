@@ -62,7 +62,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     server = grpc.aio.server(
         options=grpc_options(config), interceptors=[TokenAuthInterceptor(tokens)] if tokens else []
     )
-    pb_grpc.add_StyleServeServicer_to_server(StyleServeServicer(engine), server)
+    pb_grpc.add_StyleServeServicer_to_server(StyleServeServicer(engine), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

@@ -242,7 +242,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         resp = pb.StyleMixGridResponse(cells=await self._images(sm, imgs[: R * C], cells_ws, out))
         if request.compose:
             u8 = _to_uint8(imgs) if out.format == "raw_float32" else imgs
-            canvas = compose_grid(u8[R * C : R * C + R], u8[R * C + R :], u8[: R * C])  # type: ignore[arg-type]
+            canvas = compose_grid(u8[R * C : R * C + R], u8[R * C + R :], u8[: R * C])
             grid_out = Output("jpeg" if out.format == "jpeg" else "png", out.jpeg_quality)
             (grid,) = await self.engine.encode(canvas[None], grid_out)
             resp.grid.CopyFrom(grid)

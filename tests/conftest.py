@@ -40,3 +40,18 @@ def tiny_cond_model(tiny_cond_generator: Generator, tmp_path_factory: pytest.Tem
     out = tmp_path_factory.mktemp("models") / "tiny-cond"
     export_model(tiny_cond_generator, out, fp16=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_uncond_generator() -> Generator:
+    return randomized_generator(make_config(img_resolution=16, img_channels=1, c_dim=0, **TINY), seed=11)
+
+
+@pytest.fixture(scope="session")
+def tiny_uncond_model(tiny_uncond_generator: Generator, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 16 px grayscale unconditional model."""
+    from styleserve.export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-uncond"
+    export_model(tiny_uncond_generator, out, verify_batches=(1, 3))
+    return out

@@ -8,6 +8,7 @@ sources' own images down the left, and a black top-left corner.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +34,7 @@ def mix_grid_ws(row_ws: F32, col_ws: F32, col_styles: Sequence[int]) -> F32:
     return out.reshape(-1, *row_ws.shape[1:])
 
 
-def compose_grid(row_imgs: U8, col_imgs: U8, cell_imgs: U8) -> U8:
+def compose_grid(row_imgs: npt.NDArray[Any], col_imgs: npt.NDArray[Any], cell_imgs: npt.NDArray[Any]) -> U8:
     """NHWC uint8 images -> one ``[(R+1) H, (C+1) W, ch]`` canvas with the sources along the edges."""
     R, C = row_imgs.shape[0], col_imgs.shape[0]
     H, W, ch = row_imgs.shape[1:]
