@@ -2,7 +2,8 @@
 
 Start-up order: build the config, load every model (a broken one stops the start, naming the
 file), listen with health NOT_SERVING, warm every model up, then report SERVING. On SIGTERM or
-SIGINT: health NOT_SERVING, refuse new work, let in-flight work finish within ``grace_s``, exit 0.
+SIGINT: health NOT_SERVING, refuse new work (UNAVAILABLE), keep the port open ``drain_delay_s`` for
+load balancers to notice, then let in-flight work finish within ``grace_s`` and exit 0.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         stopping.cancel()
         await health_servicer.enter_graceful_shutdown()
         await engine.drain()
+        if config.drain_delay_s and warm.done():
+            await asyncio.sleep(config.drain_delay_s)  # Load balancers see NOT_SERVING; new work gets UNAVAILABLE.
         await server.stop(config.grace_s)
         await engine.close()
     log.info("stopped")

@@ -82,21 +82,37 @@ class Batcher(Generic[P, R]):
 
     async def submit(self, payload: P, rows: int, deadline: float | None = None) -> R:
         """Queue ``payload`` (``rows`` rows, at most ``max_batch_rows``) and wait for its result."""
+        (result,) = await self.submit_all([(payload, rows)], deadline)
+        return result
+
+    async def submit_all(self, parts: Sequence[tuple[P, int]], deadline: float | None = None) -> list[R]:
+        """Queue one request's parts together and wait for all of them.
+
+        Admission is per request: it is refused (Overloaded) when the queue already holds work and the
+        request's rows would not fit in ``max_queue_rows``; an idle queue takes any request.
+        """
         if self._closed:
             raise Unavailable("the server is shutting down")
-        if not 1 <= rows <= self.max_batch_rows:
-            raise ValueError(f"rows must be in 1..{self.max_batch_rows}, got {rows}")
-        if self._queued_rows + rows > self.max_queue_rows:
+        for _, rows in parts:
+            if not 1 <= rows <= self.max_batch_rows:
+                raise ValueError(f"rows must be in 1..{self.max_batch_rows}, got {rows}")
+        total = sum(rows for _, rows in parts)
+        if self._queued_rows and self._queued_rows + total > self.max_queue_rows:
             self._metrics.rejected.labels(self.model).inc()
             raise Overloaded(
-                f"model {self.model!r}: {self.network} queue is full ({self._queued_rows} rows waiting); retry later"
+                f"model {self.model!r}: the {self.network} queue is full ({self._queued_rows} rows waiting, "
+                f"limit {self.max_queue_rows}); retry later"
             )
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(payload, rows, future, deadline))
-        self._queued_rows += rows
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = []
+        for payload, rows in parts:
+            future: asyncio.Future[R] = loop.create_future()
+            self._queue.append(_Item(payload, rows, future, deadline))
+            self._queued_rows += rows
+            futures.append(future)
         self._gauge()
         self._wakeup.set()
-        return await future
+        return list(await asyncio.gather(*futures))
 
     def _gauge(self) -> None:
         self._metrics.queue_rows.labels(self.model, self.network).set(self._queued_rows)

@@ -42,6 +42,7 @@ class ServerConfig:
     png_compress_level: int = 1
     # lifecycle and security
     grace_s: float = 10.0
+    drain_delay_s: float = 0.0  # After SIGTERM, report NOT_SERVING this long before closing the port.
     reflection: bool = True
     auth_token_file: Path | None = None  # One accepted bearer token per line.
     auth_token: str | None = None  # Or a single token (env STYLESERVE_AUTH_TOKEN).
@@ -66,7 +67,7 @@ class ServerConfig:
         need(self.max_message_bytes >= MiB, "max_message_bytes must be >= 1 MiB")
         need(self.w_cache_bytes >= 0 and self.w_cache_ttl_s >= 0, "w cache size and TTL must be >= 0")
         need(0 <= self.png_compress_level <= 9, "png_compress_level must be in 0..9")
-        need(self.grace_s >= 0, "grace_s must be >= 0")
+        need(self.grace_s >= 0 and self.drain_delay_s >= 0, "grace_s and drain_delay_s must be >= 0")
         need((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together")
         need(self.tls_client_ca is None or self.tls_cert is not None, "tls_client_ca needs tls_cert and tls_key")
 
@@ -127,6 +128,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "w_cache_bytes": "w cache size in bytes, 0 disables it",
         "w_cache_ttl_s": "w cache entry lifetime in seconds, 0 = none",
         "grace_s": "seconds in-flight work may finish after SIGTERM",
+        "drain_delay_s": "after SIGTERM, seconds to keep answering health checks NOT_SERVING before closing the port",
         "auth_token_file": "file of accepted bearer tokens, one per line",
         "auth_token": "one accepted bearer token (prefer the file or the environment)",
         "tls_client_ca": "CA bundle; when given, clients must present a certificate it signed",

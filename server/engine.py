@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from styleserve.errors import InvalidArgument, NotFound, Overloaded, Unavailable
+from styleserve.errors import InvalidArgument, NotFound, Unavailable
 from styleserve.latent import broadcast_ws, class_labels, truncate_rows, z_from_seed
 from styleserve.manifest import ModelManifest
 from styleserve.v1 import styleserve_pb2 as pb
@@ -148,14 +148,10 @@ class Engine:
     # ------------------------------------------------------------------------------- mapping
 
     async def _chunked(self, batcher: Batcher[P, R], n: int, payload: Any, deadline: float | None) -> list[R]:
-        """Submit rows [0, n) in chunks of at most the max batch size, concurrently."""
+        """Submit rows [0, n) as one request, in chunks of at most the max batch size."""
         step = batcher.max_batch_rows
-        spans = [(a, min(n, a + step)) for a in range(0, n, step)]
-        waiting = self.config.max_queue_images - batcher.queued_rows
-        if n > waiting:
-            self.metrics.rejected.labels(batcher.model).inc()
-            raise Overloaded(f"model {batcher.model!r}: {batcher.network} queue cannot take {n} more rows; retry later")
-        return list(await asyncio.gather(*(batcher.submit(payload(a, b), b - a, deadline) for a, b in spans)))
+        parts = [(payload(a, min(n, a + step)), min(n, a + step) - a) for a in range(0, n, step)]
+        return await batcher.submit_all(parts, deadline)
 
     async def map_latents(
         self,

@@ -33,11 +33,24 @@ class ServerProcess:
         self.metrics_port = free_port()
         self.log_path = log_dir / f"server-{self.metrics_port}.log"
         self._log = self.log_path.open("wb")
-        cmd = [sys.executable, "-m", "styleserve.cli", "serve", str(repo), "--port", "0",
-               "--metrics-port", str(self.metrics_port), "--intra-op-threads", "1", *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "styleserve.cli",
+            "serve",
+            str(repo),
+            "--port",
+            "0",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--intra-op-threads",
+            "1",
+            *args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self.port = 0
         self.channels: list[grpc.Channel] = []
+        self.credentials: grpc.ChannelCredentials | None = None  # TLS servers: set before waiting.
 
     @property
     def target(self) -> str:
@@ -72,6 +85,7 @@ class ServerProcess:
     def channel(self, credentials: grpc.ChannelCredentials | None = None, **options: Any) -> grpc.Channel:
         opts = [("grpc.max_receive_message_length", 64 * 2**20), ("grpc.max_send_message_length", 64 * 2**20)]
         opts += list(options.items())
+        credentials = credentials or self.credentials
         if credentials is None:
             ch = grpc.insecure_channel(self.target, options=opts)
         else:

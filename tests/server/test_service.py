@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from styleserve.export.networks import Generator
+
 from styleserve.grid import mix_grid_ws
 from styleserve.latent import class_labels, z_from_seeds
 from styleserve.manifest import ModelManifest
 from styleserve.v1 import styleserve_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ServerProcess  # noqa: E402
+from harness import ServerProcess
 
 COND = "tiny-cond"
 UNCOND = "tiny-uncond"
@@ -58,7 +58,7 @@ def seed_src(seed: int, cls: int | None = 0, psi: float | None = None, cutoff: i
 def torch_synth(G: Generator, ws: np.ndarray, noise_mode: str = "const") -> np.ndarray:
     with torch.no_grad():
         noises = G.synthesis.make_noise(noise_mode, batch=len(ws))
-        return G.synthesis(torch.from_numpy(np.ascontiguousarray(ws)), noises).numpy()
+        return G.synthesis(torch.from_numpy(np.array(ws, np.float32)), noises).numpy()
 
 
 def test_list_and_get_model(server: ServerProcess, tiny_cond_model: Path) -> None:
@@ -85,9 +85,7 @@ def test_generate_reproduces_the_torch_generator(
         t.psi = psi
     if cutoff is not None:
         t.cutoff = cutoff
-    resp = server.stub().Generate(
-        pb.GenerateRequest(model=COND, seeds=seeds, class_index=4, truncation=t, output=RAW)
-    )
+    resp = server.stub().Generate(pb.GenerateRequest(model=COND, seeds=seeds, class_index=4, truncation=t, output=RAW))
     z = z_from_seeds(seeds, 32)
     c = class_labels([4] * len(seeds), 10)
     with torch.no_grad():
@@ -100,8 +98,9 @@ def test_encoded_formats_agree(server: ServerProcess) -> None:
     stub = server.stub()
 
     def gen(fmt: int, **kw: int) -> pb.SynthesizeResponse:
-        return stub.Generate(pb.GenerateRequest(model=COND, seeds=[7, 8], class_index=1,
-                                                output=pb.OutputOptions(format=fmt, **kw)))  # fmt: skip
+        return stub.Generate(
+            pb.GenerateRequest(model=COND, seeds=[7, 8], class_index=1, output=pb.OutputOptions(format=fmt, **kw))
+        )
 
     raw = gen(pb.RAW_UINT8).images
     png = gen(pb.PNG).images
@@ -125,15 +124,19 @@ def test_map_seeds_and_z(server: ServerProcess, tiny_cond_generator: Generator) 
     got = np.stack([arr(r.w) for r in resp.results])
     assert got.shape == (2, 32) and np.abs(got - ref[:, 0] if ref.ndim == 3 else got - ref).max() <= 1e-5
     # Truncation with a cutoff returns a w+, stored under a content-derived id.
-    tr = stub.Map(pb.MapRequest(model=COND, latents=lat[:1], truncation=pb.Truncation(psi=0.5, cutoff=2),
-                                return_w=True, cache=True)).results[0]  # fmt: skip
+    tr = stub.Map(
+        pb.MapRequest(
+            model=COND, latents=lat[:1], truncation=pb.Truncation(psi=0.5, cutoff=2), return_w=True, cache=True
+        )
+    ).results[0]
     w_plus = arr(tr.w)
     assert w_plus.shape == (tiny_cond_generator.synthesis.num_ws, 32)
     w_avg = tiny_cond_generator.mapping.w_avg.numpy()
     assert np.allclose(w_plus[0], w_avg + 0.5 * (got[0] - w_avg), atol=1e-6)
     assert np.array_equal(w_plus[2], got[0])
-    again = stub.Map(pb.MapRequest(model=COND, latents=lat[:1], truncation=pb.Truncation(psi=0.5, cutoff=2),
-                                   cache=True)).results[0]  # fmt: skip
+    again = stub.Map(
+        pb.MapRequest(model=COND, latents=lat[:1], truncation=pb.Truncation(psi=0.5, cutoff=2), cache=True)
+    ).results[0]
     assert again.w_id == tr.w_id and not again.HasField("w")
     assert np.array_equal(arr(stub.GetW(pb.GetWRequest(model=COND, w_id=tr.w_id)).w), w_plus)
 
@@ -142,26 +145,34 @@ def test_style_plan_equals_hand_assembled_ws(server: ServerProcess, tiny_cond_ge
     """Per-layer injection is exact: the mixed image is the image of the hand-assembled ws."""
     stub = server.stub()
     num_ws = tiny_cond_generator.synthesis.num_ws
-    base = arr(stub.Map(pb.MapRequest(model=COND, latents=[pb.Latent(seed=1, class_index=0)], return_w=True))
-               .results[0].w)  # fmt: skip
-    other = arr(stub.Map(pb.MapRequest(model=COND, latents=[pb.Latent(seed=2, class_index=3)], return_w=True))
-                .results[0].w)  # fmt: skip
+    base = arr(
+        stub.Map(pb.MapRequest(model=COND, latents=[pb.Latent(seed=1, class_index=0)], return_w=True)).results[0].w
+    )
+    other = arr(
+        stub.Map(pb.MapRequest(model=COND, latents=[pb.Latent(seed=2, class_index=3)], return_w=True)).results[0].w
+    )
     rng = np.random.RandomState(0)
     inverted = rng.randn(num_ws, 32).astype(np.float32)  # A w+ such as a GAN-inversion result.
     w_id = stub.PutW(pb.PutWRequest(model=COND, w=tensor(other))).w_id
-    plan = pb.StylePlan(styles=[
-        pb.LayerStyle(source=seed_src(1, 0)),                                   # every layer: seed 1
-        pb.LayerStyle(start=0, stop=3, source=pb.StyleSource(w_id=w_id)),       # coarse: seed 2 (cached)
-        pb.LayerStyle(layers=[5, num_ws - 1], source=pb.StyleSource(w_plus=tensor(inverted))),
-    ])  # fmt: skip
+    plan = pb.StylePlan(
+        styles=[
+            pb.LayerStyle(source=seed_src(1, 0)),  # every layer: seed 1
+            pb.LayerStyle(start=0, stop=3, source=pb.StyleSource(w_id=w_id)),  # coarse: seed 2 (cached)
+            pb.LayerStyle(layers=[5, num_ws - 1], source=pb.StyleSource(w_plus=tensor(inverted))),
+        ]
+    )
     hand = np.repeat(base[None], num_ws, axis=0)
     hand[:3] = other
     hand[[5, num_ws - 1]] = inverted[[5, num_ws - 1]]
     resp = stub.Synthesize(pb.SynthesizeRequest(model=COND, plans=[plan], output=RAW))
     assert np.array_equal(arr(resp.images[0].ws), hand)
-    explicit = stub.Synthesize(pb.SynthesizeRequest(
-        model=COND, plans=[pb.StylePlan(styles=[pb.LayerStyle(source=pb.StyleSource(w_plus=tensor(hand)))])],
-        output=RAW))  # fmt: skip
+    explicit = stub.Synthesize(
+        pb.SynthesizeRequest(
+            model=COND,
+            plans=[pb.StylePlan(styles=[pb.LayerStyle(source=pb.StyleSource(w_plus=tensor(hand)))])],
+            output=RAW,
+        )
+    )
     assert np.abs(images(resp) - images(explicit)).max() <= 1e-6
     assert np.abs(images(resp)[0] - torch_synth(tiny_cond_generator, hand[None])[0]).max() <= 1e-4
 
@@ -180,23 +191,59 @@ def test_noise_control(server: ServerProcess, tiny_cond_generator: Generator) ->
     r1, r1b, r2 = (synth(pb.NoiseControl(mode="random", noise_seed=s)) for s in (1, 1, 2))
     assert np.array_equal(none, zero) and np.array_equal(r1, r1b)
     assert np.abs(const - none).max() > 1e-3 and np.abs(r1 - r2).max() > 1e-3
-    ws = arr(stub.Synthesize(pb.SynthesizeRequest(
-        model=COND, plans=[pb.StylePlan(styles=[pb.LayerStyle(source=seed_src(4, 1))])], output=RAW)).images[0].ws)
+    ws = arr(
+        stub.Synthesize(
+            pb.SynthesizeRequest(
+                model=COND, plans=[pb.StylePlan(styles=[pb.LayerStyle(source=seed_src(4, 1))])], output=RAW
+            )
+        )
+        .images[0]
+        .ws
+    )
     assert np.abs(none - torch_synth(tiny_cond_generator, ws[None], "none")[0]).max() <= 1e-4
 
 
 def test_style_mix_grid(server: ServerProcess) -> None:
     stub = server.stub()
     rows, cols, styles = [85, 100], [55, 821, 1789], [0, 1, 2]
-    req = pb.StyleMixGridRequest(model=COND, rows=[seed_src(s, 0, 0.7) for s in rows],
-                                 cols=[seed_src(s, 1, 0.7) for s in cols], col_styles=styles,
-                                 output=pb.OutputOptions(format=pb.RAW_UINT8, return_ws=True), compose=True)  # fmt: skip
+    req = pb.StyleMixGridRequest(
+        model=COND,
+        rows=[seed_src(s, 0, 0.7) for s in rows],
+        cols=[seed_src(s, 1, 0.7) for s in cols],
+        col_styles=styles,
+        output=pb.OutputOptions(format=pb.RAW_UINT8, return_ws=True),
+        compose=True,
+    )
     resp = stub.StyleMixGrid(req)
     assert len(resp.cells) == 6
-    row_ws = np.stack([arr(stub.Synthesize(pb.SynthesizeRequest(model=COND, plans=[pb.StylePlan(
-        styles=[pb.LayerStyle(source=src)])], output=RAW)).images[0].ws) for src in req.rows])  # fmt: skip
-    col_ws = np.stack([arr(stub.Synthesize(pb.SynthesizeRequest(model=COND, plans=[pb.StylePlan(
-        styles=[pb.LayerStyle(source=src)])], output=RAW)).images[0].ws) for src in req.cols])  # fmt: skip
+    row_ws = np.stack(
+        [
+            arr(
+                stub.Synthesize(
+                    pb.SynthesizeRequest(
+                        model=COND, plans=[pb.StylePlan(styles=[pb.LayerStyle(source=src)])], output=RAW
+                    )
+                )
+                .images[0]
+                .ws
+            )
+            for src in req.rows
+        ]
+    )
+    col_ws = np.stack(
+        [
+            arr(
+                stub.Synthesize(
+                    pb.SynthesizeRequest(
+                        model=COND, plans=[pb.StylePlan(styles=[pb.LayerStyle(source=src)])], output=RAW
+                    )
+                )
+                .images[0]
+                .ws
+            )
+            for src in req.cols
+        ]
+    )
     cells_ws = mix_grid_ws(row_ws, col_ws, styles)
     assert np.array_equal(np.stack([arr(c.ws) for c in resp.cells]), cells_ws)
     grid = np.asarray(Image.open(io.BytesIO(resp.grid.data)))
@@ -237,16 +284,32 @@ def test_repeated_seeds_skip_the_mapping_network(server: ServerProcess) -> None:
 
 def test_stream_generate(server: ServerProcess) -> None:
     stub = server.stub()
-    items = list(stub.StreamGenerate(pb.StreamGenerateRequest(
-        model=UNCOND, seeds=pb.SeedRange(start=100, stop=140), truncation=pb.Truncation(psi=0.8),
-        output=pb.OutputOptions(format=pb.RAW_UINT8))))  # fmt: skip
+    items = list(
+        stub.StreamGenerate(
+            pb.StreamGenerateRequest(
+                model=UNCOND,
+                seeds=pb.SeedRange(start=100, stop=140),
+                truncation=pb.Truncation(psi=0.8),
+                output=pb.OutputOptions(format=pb.RAW_UINT8),
+            )
+        )
+    )
     assert [i.index for i in items] == list(range(40)) and [i.seed for i in items] == list(range(100, 140))
-    ref = stub.Generate(pb.GenerateRequest(model=UNCOND, seeds=[117, 139], truncation=pb.Truncation(psi=0.8),
-                                           output=pb.OutputOptions(format=pb.RAW_UINT8)))  # fmt: skip
+    ref = stub.Generate(
+        pb.GenerateRequest(
+            model=UNCOND,
+            seeds=[117, 139],
+            truncation=pb.Truncation(psi=0.8),
+            output=pb.OutputOptions(format=pb.RAW_UINT8),
+        )
+    )
     assert items[17].image.data == ref.images[0].data and items[39].image.data == ref.images[1].data
     plans = pb.PlanList(plans=[pb.StylePlan(styles=[pb.LayerStyle(source=seed_src(s, None))]) for s in (117, 139)])
-    planned = list(stub.StreamGenerate(pb.StreamGenerateRequest(model=UNCOND, plans=plans, output=pb.OutputOptions(
-        format=pb.RAW_UINT8))))  # fmt: skip
+    planned = list(
+        stub.StreamGenerate(
+            pb.StreamGenerateRequest(model=UNCOND, plans=plans, output=pb.OutputOptions(format=pb.RAW_UINT8))
+        )
+    )
     assert [i.index for i in planned] == [0, 1] and not planned[0].HasField("seed")
 
 
