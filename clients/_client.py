@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -142,6 +143,28 @@ class Client:
             raise ValueError("the client is closed")
         with _translated():
             return rpc(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
+
+    # ------------------------------------------------------------------------ health
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status: ``SERVING``, ``NOT_SERVING`` (warming up or draining), ``UNREACHABLE``."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout or 5.0)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+    def wait_until_serving(self, timeout: float = 60.0, *, poll_s: float = 0.1) -> str:
+        """Poll health until ``SERVING``; returns the last status seen (``SERVING`` unless ``timeout`` ran out)."""
+        end = time.monotonic() + timeout
+        status = self.health(timeout=min(5.0, timeout))
+        while status != "SERVING" and time.monotonic() < end:
+            time.sleep(poll_s)
+            status = self.health(timeout=min(5.0, max(0.1, end - time.monotonic())))
+        return status
 
     # ------------------------------------------------------------------------ models
 

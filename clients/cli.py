@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="styleserve", description="Talk to a styleserve server.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    health = sub.add_parser("health", parents=[common], help="print the server's health; exit 0 when SERVING")
+    health.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="poll until SERVING or timeout")
+    health.set_defaults(func=_cmd_health)
+
     models = sub.add_parser("models", parents=[common], help="list the served models")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.set_defaults(func=_cmd_models)
@@ -137,6 +141,12 @@ def _model_row(m: ModelInfo) -> dict[str, Any]:
         "noise_modes": m.noise_modes,
         "execution_provider": m.execution_provider,
     }
+
+
+def _cmd_health(client: Client, args: argparse.Namespace) -> int:
+    status = client.wait_until_serving(args.wait) if args.wait > 0 else client.health()
+    print(status)
+    return 0 if status == "SERVING" else 1
 
 
 def _cmd_models(client: Client, args: argparse.Namespace) -> int:
@@ -190,7 +200,7 @@ def _cmd_grid(client: Client, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``styleserve models|generate|grid`` with ``argv`` starting at the subcommand; returns the exit code."""
+    """Run ``styleserve health|models|generate|grid`` (argv starts at the subcommand); returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     if getattr(args, "noise_seed", None) is not None and args.noise_mode != "random":

@@ -79,8 +79,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """``start_server(repo, *flags)`` -> a SERVING server process, stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(repo: Path, *args: str, wait: bool = True) -> ServerProcess:
-        s = ServerProcess(repo, *args, log_dir=tmp_path)
+    def start(repo: Path, *args: str, wait: bool = True, env: dict[str, str] | None = None) -> ServerProcess:
+        s = ServerProcess(repo, *args, log_dir=tmp_path, env=env)
         started.append(s)
         return s.wait_serving() if wait else s
 

@@ -31,3 +31,18 @@ def test_proto_compiles_and_has_the_rpcs(tmp_path: Path) -> None:
         "ListModels", "GetModel", "Map", "Synthesize", "Generate", "StyleMixGrid",
         "PutW", "GetW", "DeleteW", "StreamGenerate",
     }  # fmt: skip
+
+
+def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
+    """src/styleserve/v1 is generated (scripts/gen_protos.sh); it must not drift from protos/."""
+    pytest.importorskip("grpc_tools")
+    r = subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'protos'}", f"--python_out={tmp_path}",
+         f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", PROTO],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    committed = ROOT / "src" / "styleserve" / "v1"
+    for name in ("styleserve_pb2.py", "styleserve_pb2.pyi", "styleserve_pb2_grpc.py"):
+        fresh = (tmp_path / "styleserve" / "v1" / name).read_text()
+        assert (committed / name).read_text() == fresh, f"{name} is stale: run scripts/gen_protos.sh"

@@ -17,12 +17,13 @@ USAGE = """usage: styleserve COMMAND [args]
 commands:
   serve      serve a model repository over gRPC             (styleserve serve --help)
   export     export a checkpoint to a model directory       (styleserve export --help)
+  health     a server's health; --wait SECONDS polls until SERVING (client)
   models     list the models a server serves                (client)
   generate   seeds -> image files                            (client)
   grid       a style-mixing grid                             (client)
 """
 
-CLIENT_COMMANDS = ("models", "generate", "grid")
+CLIENT_COMMANDS = ("health", "models", "generate", "grid")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
