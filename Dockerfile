@@ -16,11 +16,14 @@ FROM base AS export
 RUN pip install --no-cache-dir -c constraints.txt ".[export]"
 RUN useradd --uid 10001 --create-home styleserve
 USER styleserve
-ENTRYPOINT ["styleserve-export"]
+ENTRYPOINT ["styleserve", "export"]
 
 FROM base AS server
 RUN pip install --no-cache-dir -c constraints.txt ".[server]"
 RUN useradd --uid 10001 --create-home styleserve
 USER styleserve
 VOLUME ["/models"]
-ENTRYPOINT ["styleserve-render"]
+ENV STYLESERVE_HOST=0.0.0.0 STYLESERVE_PORT=50051 STYLESERVE_METRICS_PORT=9090 STYLESERVE_METRICS_HOST=0.0.0.0
+EXPOSE 50051 9090
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s CMD ["styleserve", "health", "--target", "127.0.0.1:50051"]
+ENTRYPOINT ["styleserve", "serve", "/models"]

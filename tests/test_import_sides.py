@@ -25,8 +25,16 @@ print('ok')
             "import styleserve, styleserve.latent, styleserve.manifest, styleserve.grid",
             ["torch", "onnxruntime", "grpc", "onnx"],
         ),
-        ("import styleserve.server, styleserve.server.runtime, styleserve.server.render", ["torch", "onnx"]),
-        ("import styleserve.clients", ["torch", "onnxruntime", "onnx"]),
+        (
+            "import styleserve.server, styleserve.server.runtime, styleserve.server.render, styleserve.server.app, "
+            "styleserve.server.service, styleserve.server.engine",
+            ["torch", "onnx"],
+        ),
+        (
+            "import styleserve.clients, styleserve.clients.cli, styleserve.cli; "
+            "styleserve.clients.Client('127.0.0.1:1').close()",
+            ["torch", "onnxruntime", "onnx", "prometheus_client"],
+        ),
         (
             "import styleserve.export.networks, styleserve.export.onnx_export, styleserve.export.cli, "
             "styleserve.export.checkpoints",

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class StyleServeStub:
     """The image service. Every RPC names a model by the name in its model.json.
+
+    Errors: INVALID_ARGUMENT with details "<field path>: <message>" (e.g. "plans[0].styles[1].layers[2]: ..."),
+    NOT_FOUND for an unknown model or w id, RESOURCE_EXHAUSTED when a queue is full (retry later) or a
+    message is too large, UNAVAILABLE while warming up or draining (retry), DEADLINE_EXCEEDED when the
+    deadline passed before the work ran, UNAUTHENTICATED without a valid bearer token.
     """
 
     def __init__(self, channel):
@@ -89,6 +94,11 @@ class StyleServeStub:
 
 class StyleServeServicer:
     """The image service. Every RPC names a model by the name in its model.json.
+
+    Errors: INVALID_ARGUMENT with details "<field path>: <message>" (e.g. "plans[0].styles[1].layers[2]: ..."),
+    NOT_FOUND for an unknown model or w id, RESOURCE_EXHAUSTED when a queue is full (retry later) or a
+    message is too large, UNAVAILABLE while warming up or draining (retry), DEADLINE_EXCEEDED when the
+    deadline passed before the work ran, UNAUTHENTICATED without a valid bearer token.
     """
 
     def ListModels(self, request, context):
@@ -222,6 +232,11 @@ def add_StyleServeServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class StyleServe:
     """The image service. Every RPC names a model by the name in its model.json.
+
+    Errors: INVALID_ARGUMENT with details "<field path>: <message>" (e.g. "plans[0].styles[1].layers[2]: ..."),
+    NOT_FOUND for an unknown model or w id, RESOURCE_EXHAUSTED when a queue is full (retry later) or a
+    message is too large, UNAVAILABLE while warming up or draining (retry), DEADLINE_EXCEEDED when the
+    deadline passed before the work ran, UNAUTHENTICATED without a valid bearer token.
     """
 
     @staticmethod
