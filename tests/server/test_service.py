@@ -216,34 +216,12 @@ def test_style_mix_grid(server: ServerProcess) -> None:
     )
     resp = stub.StyleMixGrid(req)
     assert len(resp.cells) == 6
-    row_ws = np.stack(
-        [
-            arr(
-                stub.Synthesize(
-                    pb.SynthesizeRequest(
-                        model=COND, plans=[pb.StylePlan(styles=[pb.LayerStyle(source=src)])], output=RAW
-                    )
-                )
-                .images[0]
-                .ws
-            )
-            for src in req.rows
-        ]
-    )
-    col_ws = np.stack(
-        [
-            arr(
-                stub.Synthesize(
-                    pb.SynthesizeRequest(
-                        model=COND, plans=[pb.StylePlan(styles=[pb.LayerStyle(source=src)])], output=RAW
-                    )
-                )
-                .images[0]
-                .ws
-            )
-            for src in req.cols
-        ]
-    )
+    def ws_of(src: pb.StyleSource) -> np.ndarray:
+        plan = pb.StylePlan(styles=[pb.LayerStyle(source=src)])
+        return arr(stub.Synthesize(pb.SynthesizeRequest(model=COND, plans=[plan], output=RAW)).images[0].ws)
+
+    row_ws = np.stack([ws_of(src) for src in req.rows])
+    col_ws = np.stack([ws_of(src) for src in req.cols])
     cells_ws = mix_grid_ws(row_ws, col_ws, styles)
     assert np.array_equal(np.stack([arr(c.ws) for c in resp.cells]), cells_ws)
     grid = np.asarray(Image.open(io.BytesIO(resp.grid.data)))
