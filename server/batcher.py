@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent submissions for one network of one model merge into one run.
 
-A :class:`Batcher` owns a queue and one worker task. The worker takes the oldest submission, waits
-up to ``max_delay_s`` (from that submission's arrival) for more rows, then runs as many queued
+A :class:`Batcher` owns a queue and one worker task. The worker takes the oldest submission and, if
+other requests for the model are in flight but not queued here yet (``company``), waits up to
+``max_delay_s`` (from that submission's arrival) for them; a lone request never waits. It then runs as many queued
 submissions as fit in ``max_batch_rows`` together in a worker thread and hands each its own slice.
 Runs of one batcher never overlap, so submissions that arrive during a run form the next batch.
 
@@ -49,6 +50,7 @@ class Batcher(Generic[P, R]):
         max_queue_rows: int,
         executor: Executor,
         metrics: Metrics,
+        company: Callable[[], int] = lambda: 0,
     ) -> None:
         if max_batch_rows < 1:
             raise ValueError("max_batch_rows must be >= 1")
@@ -58,6 +60,7 @@ class Batcher(Generic[P, R]):
         self.max_delay_s = max(0.0, max_delay_s)
         self.max_queue_rows = max_queue_rows
         self._run = run
+        self._company = company  # Requests for this model in flight now (queued here or elsewhere).
         self._executor = executor
         self._metrics = metrics
         self._queue: deque[_Item[P, R]] = deque()
@@ -69,6 +72,10 @@ class Batcher(Generic[P, R]):
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
+
+    def poke(self) -> None:
+        """Re-check the wait condition (a request for the model finished or moved on)."""
+        self._wakeup.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.model}-{self.network}")
@@ -158,7 +165,11 @@ class Batcher(Generic[P, R]):
                 continue
             if self.max_delay_s > 0:
                 until = self._queue[0].enqueued + self.max_delay_s
-                while self._queued_rows < self.max_batch_rows and (left := until - time.monotonic()) > 0:
+                while (
+                    self._queued_rows < self.max_batch_rows
+                    and self._company() > len(self._queue)
+                    and (left := until - time.monotonic()) > 0
+                ):
                     await self._wait(left)
             batch = self._take()
             if not batch:

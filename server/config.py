@@ -29,7 +29,7 @@ class ServerConfig:
     fp16: bool = False  # Serve synthesis_fp16.onnx where the model has one.
     # batching and limits
     max_batch_size: int = 16  # Rows per onnxruntime run.
-    max_queue_delay_ms: float = 2.0  # How long the first queued request waits for company.
+    max_queue_delay_ms: float = 2.0  # How long a queued request waits for other in-flight requests to join.
     max_queue_images: int = 512  # Rows waiting per network and model before RESOURCE_EXHAUSTED.
     max_images_per_request: int = 64
     max_stream_images: int = 1_000_000
@@ -123,7 +123,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "intra_op_threads": "onnxruntime threads per session, 0 = one per core",
         "fp16": "serve synthesis_fp16.onnx where a model has one",
         "max_batch_size": "rows per onnxruntime run (dynamic batching)",
-        "max_queue_delay_ms": "how long a queued request waits for others to share its run",
+        "max_queue_delay_ms": "how long a queued request waits for other in-flight requests to join its run "
+        "(a lone request never waits)",
         "max_queue_images": "rows waiting per model and network before RESOURCE_EXHAUSTED",
         "w_cache_bytes": "w cache size in bytes, 0 disables it",
         "w_cache_ttl_s": "w cache entry lifetime in seconds, 0 = none",

@@ -9,10 +9,11 @@ so the event loop only assembles small numpy arrays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -67,10 +68,22 @@ class ServedModel:
     info: pb.ModelInfo
     mapping: Batcher[MapPayload, F32]
     synthesis: Batcher[SynthPayload, Images]
+    active: int = 0  # Requests working on this model now (the batchers' ``company``).
 
     @property
     def manifest(self) -> ModelManifest:
         return self.runtime.manifest
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Count a request as in flight, so the batchers wait for it rather than run without it."""
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self.mapping.poke()
+            self.synthesis.poke()
 
 
 class Engine:
@@ -99,12 +112,17 @@ class Engine:
                 max_queue_rows=c.max_queue_images,
                 executor=self.infer_pool,
                 metrics=self.metrics,
+                company=partial(self._active, name),
             )
             mapping: Batcher[MapPayload, F32] = Batcher(name, "mapping", partial(_run_mapping, rt), **common)
             synthesis: Batcher[SynthPayload, Images] = Batcher(name, "synthesis", partial(_run_synthesis, rt), **common)
             mapping.start()
             synthesis.start()
             self.models[name] = ServedModel(name, rt, model_info(rt.manifest, rt.provider), mapping, synthesis)
+
+    def _active(self, name: str) -> int:
+        sm = self.models.get(name)
+        return sm.active if sm is not None else 0
 
     async def warmup(self) -> None:
         """Run every model at batch 1 and at the max batch size, then report serving."""

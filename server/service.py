@@ -8,6 +8,7 @@ status codes through :func:`.status.status_for` (the only place that does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -57,7 +58,11 @@ def _rpc(
         m.inflight.inc()
         try:
             self.engine.check_serving()
-            return await fn(self, request, context)
+            sm = self.engine.models.get(getattr(request, "model", ""))
+            if sm is None:
+                return await fn(self, request, context)
+            with sm.busy():
+                return await fn(self, request, context)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -86,8 +91,10 @@ def _rpc_stream(
         m.inflight.inc()
         try:
             self.engine.check_serving()
-            async for item in fn(self, request, context):
-                yield item
+            sm = self.engine.models.get(getattr(request, "model", ""))
+            with sm.busy() if sm is not None else contextlib.nullcontext():
+                async for item in fn(self, request, context):
+                    yield item
         except (asyncio.CancelledError, GeneratorExit):
             code = grpc.StatusCode.CANCELLED
             raise
