@@ -243,11 +243,11 @@ class Server:
                 time.sleep(0.05)
 
     def batch_rows(self) -> dict[str, tuple[float, float]]:
-        """``{network: (styleserve_batch_rows_sum, _count)}`` summed over models, from /metrics."""
+        """``{network: (styleserve_batch_size_sum, _count)}`` summed over models, from /metrics."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
         out: dict[str, list[float]] = {}
-        pat = re.compile(r"^styleserve_batch_rows_(sum|count)\{([^}]*)\}\s+(\S+)$")
+        pat = re.compile(r"^styleserve_batch_size_(sum|count)\{([^}]*)\}\s+(\S+)$")
         for line in text.splitlines():
             m = pat.match(line)
             if not m:

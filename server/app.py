@@ -57,7 +57,10 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     runtimes = load_repository(config)
     for name, rt in runtimes.items():
         log.info("loaded model %s from %s (%s, %s)", name, rt.dir, rt.provider, rt.synthesis_file)
-    metrics = Metrics()
+    metrics = Metrics(process=True)
+    cuda_ids = sorted({rt.device_id for rt in runtimes.values() if rt.on_cuda})
+    if cuda_ids and metrics.add_gpu_collector(cuda_ids):
+        log.info("GPU memory metrics from NVML for devices %s", cuda_ids)
     engine = Engine(runtimes, config, metrics)
     tokens = config.tokens
     server = grpc.aio.server(

@@ -176,7 +176,7 @@ class Batcher(Generic[P, R]):
                 continue
             labels = (self.model, self.network)
             rows = sum(item.rows for item in batch)
-            self._metrics.batch_rows.labels(*labels).observe(rows)
+            self._metrics.batch_size.labels(*labels).observe(rows)
             self._metrics.batch_requests.labels(*labels).observe(len(batch))
             self._metrics.network_rows.labels(*labels).inc(rows)
             t0 = time.perf_counter()
@@ -190,7 +190,7 @@ class Batcher(Generic[P, R]):
                         item.future.set_exception(exc)
                 continue
             finally:
-                self._metrics.inference_seconds.labels(*labels).observe(time.perf_counter() - t0)
+                self._metrics.compute_seconds.labels(*labels).observe(time.perf_counter() - t0)
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)

@@ -119,6 +119,8 @@ class Engine:
             mapping.start()
             synthesis.start()
             self.models[name] = ServedModel(name, rt, model_info(rt.manifest, rt.provider), mapping, synthesis)
+            m = rt.manifest
+            self.metrics.add_model(name, m.architecture, m.img_resolution, m.img_channels, m.num_ws, rt.provider)
 
     def _active(self, name: str) -> int:
         sm = self.models.get(name)

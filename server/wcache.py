@@ -71,6 +71,8 @@ class WCache:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        if metrics is not None:
+            metrics.cache_capacity_bytes.set(max_bytes)
 
     @property
     def nbytes(self) -> int:

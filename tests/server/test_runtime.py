@@ -95,3 +95,14 @@ def test_broken_model_directory_names_the_file(tmp_path: Path, tiny_cond_model: 
     (bad / "model.json").write_text("{}")
     with pytest.raises(ManifestError, match="format_version"):
         ModelRuntime(bad)
+
+
+def test_io_binding_path_gives_the_same_images(tiny_cond_model: Path, rt: ModelRuntime) -> None:
+    """The IO-binding path (the default on CUDA) run on CPU: same outputs as plain session.run."""
+    bound = ModelRuntime(tiny_cond_model, intra_op_threads=2, io_binding=True)
+    ws = broadcast_ws(rt.map(z_from_seeds([0, 1, 2], 32), class_labels([0, 1, 2], 10)), rt.manifest.num_ws)
+    specs = [NoiseSpec("const"), NoiseSpec("random", 4), NoiseSpec("none")]
+    for noise in (None, specs):
+        a = bound.run_synthesis(ws, noise, ("image", "image_uint8"))
+        b = rt.run_synthesis(ws, noise, ("image", "image_uint8"))
+        assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["image_uint8"], b["image_uint8"])

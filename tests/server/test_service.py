@@ -294,7 +294,7 @@ def test_stream_generate(server: ServerProcess) -> None:
 def test_concurrent_requests_merge_into_batches(server: ServerProcess) -> None:
     """16 single-image requests at once: the server runs fewer synthesis batches than requests."""
     stub = server.stub()
-    key = 'styleserve_batch_rows_count{model="tiny-cond",network="synthesis"}'
+    key = 'styleserve_batch_size_count{model="tiny-cond",network="synthesis"}'
     before = server.metrics().get(key, 0.0)
     futures = [stub.Generate.future(pb.GenerateRequest(model=COND, seeds=[500 + i], class_index=0)) for i in range(16)]
     assert all(len(f.result().images) == 1 for f in futures)
