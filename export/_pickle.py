@@ -31,6 +31,9 @@ What the stand-ins build:
   scalars and dtypes -> :class:`NumpyArray` records (``.value`` is the array), numpy scalars and
   :class:`NumpyDType` records; object arrays hold only already-unpickled (safe) objects;
   structured dtypes are refused.
+* ``dnnlib.tflib.network.Network`` (TensorFlow StyleGAN pickles: created by NEWOBJ, filled by
+  BUILD) -> :class:`TFNetwork`, a record of the ``__getstate__`` dict; the pickled
+  ``build_module_src`` is never executed (the official ``__setstate__`` would ``exec`` it).
 * ``dnnlib.EasyDict`` / ``dnnlib.util.EasyDict`` -> :class:`EasyDict` (a ``dict``),
   ``argparse.Namespace`` -> :class:`Namespace` (a ``dict`` of the attributes),
   ``collections.OrderedDict``, ``builtins`` set/frozenset/slice/complex/bytearray -> themselves,
@@ -71,6 +74,7 @@ __all__ = [
     "PersistentObject",
     "RestrictedUnpickler",
     "StorageType",
+    "TFNetwork",
     "TorchStorage",
     "load_torch_legacy",
     "load_torch_zip",
@@ -119,6 +123,53 @@ class Namespace(dict[Any, Any]):
 
     def _pickle_build(self, state: Any) -> None:
         _update_from_build_state(self, state)
+
+
+class TFNetwork:
+    """Stand-in for ``dnnlib.tflib.network.Network`` (TensorFlow StyleGAN / StyleGAN2 pickles), as data.
+
+    The official ``__setstate__`` ``exec``s the pickled ``build_module_src`` and builds a TF graph;
+    this one only records the state: ``version``, ``name``, ``static_kwargs``, ``components`` (other
+    :class:`TFNetwork` records), ``build_func_name`` and ``variables`` (``(name, value)`` pairs whose
+    values are :class:`NumpyArray` records or numpy scalars). The module source is dropped; only its
+    length is kept in ``build_module_src_len``.
+    """
+
+    def __init__(self) -> None:
+        self.version: int = 0
+        self.name: str = ""
+        self.static_kwargs: dict[str, Any] = {}
+        self.components: dict[str, Any] = {}
+        self.build_func_name: str = ""
+        self.build_module_src_len: int = 0
+        self.variables: list[tuple[str, Any]] = []
+
+    def _pickle_build(self, state: Any) -> None:
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"malformed TF network: state is a {type(state).__name__}")
+        version = state.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise CheckpointError("malformed TF network: no version")
+        name, func = state.get("name"), state.get("build_func_name")
+        kwargs, comps, variables = state.get("static_kwargs", {}), state.get("components", {}), state.get("variables")
+        if not isinstance(name, str) or not isinstance(func, str):
+            raise CheckpointError("malformed TF network: name or build_func_name is not a string")
+        if not isinstance(kwargs, Mapping) or not isinstance(comps, Mapping) or not isinstance(variables, list):
+            raise CheckpointError(f"malformed TF network {name!r}: bad static_kwargs, components or variables")
+        for item in variables:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                raise CheckpointError(f"malformed TF network {name!r}: variables are not (name, value) pairs")
+        src = state.get("build_module_src")
+        self.version = version
+        self.name = name
+        self.static_kwargs = dict(kwargs)
+        self.components = dict(comps)
+        self.build_func_name = func
+        self.build_module_src_len = len(src) if isinstance(src, (str, bytes)) else 0
+        self.variables = list(variables)
+
+    def __repr__(self) -> str:
+        return f"TFNetwork({self.name!r}, {self.build_func_name!r}, {len(self.variables)} variables)"
 
 
 def _update_from_build_state(target: dict[Any, Any], state: Any) -> None:
@@ -271,6 +322,8 @@ _DICT = GlobalRef("builtins", "dict")
 
 def _copyreg_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     # copyreg._reconstructor is how protocols 0/1 pickle plain objects; only our records qualify.
+    if cls is TFNetwork and base is _OBJECT and state is None:
+        return TFNetwork()
     if not any(cls is c for c in _RECORD_CLASSES):
         raise UnsafePickleError(f"refused call of 'copyreg._reconstructor' for {_describe(cls)}")
     if base is not _OBJECT and base is not _DICT:
@@ -284,6 +337,8 @@ def _copyreg_reconstructor(cls: Any, base: Any, state: Any) -> Any:
 
 
 def _copyreg_newobj(cls: Any, *args: Any) -> Any:
+    if cls is TFNetwork and not args:
+        return TFNetwork()
     if not any(cls is c for c in _RECORD_CLASSES):
         raise UnsafePickleError(f"refused call of 'copyreg.__newobj__' for {_describe(cls)}")
     return cls.__new__(cls, *args)
@@ -488,6 +543,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("dnnlib", "EasyDict"): EasyDict,
+    ("dnnlib.tflib.network", "Network"): TFNetwork,  # Only via NEWOBJ / copyreg + BUILD, never called.
     ("argparse", "Namespace"): Namespace,
     # Python containers and scalars.
     ("collections", "OrderedDict"): OrderedDict,
@@ -528,12 +584,14 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 ``_STORAGE_DTYPES``, ``torch[.storage].UntypedStorage``, and the plain values ``torch.<dtype>`` /
 memory formats / layouts in ``_TORCH_VALUE_NAMES``."""
 
-_CALLABLES: dict[int, Any] = {id(v): v for v in ALLOWED_GLOBALS.values() if not isinstance(v, (GlobalRef, StorageType))}
-_NEWOBJ_CLASSES: tuple[type, ...] = (EasyDict, Namespace, OrderedDict, set, frozenset)
+_CALLABLES: dict[int, Any] = {
+    id(v): v for v in ALLOWED_GLOBALS.values() if not isinstance(v, (GlobalRef, StorageType)) and v is not TFNetwork
+}
+_NEWOBJ_CLASSES: tuple[type, ...] = (EasyDict, Namespace, OrderedDict, set, frozenset, TFNetwork)
 _STORAGE_TYPES: dict[tuple[str, str], StorageType] = {}
 
 _HINTS = {
-    "dnnlib.tflib": " (TensorFlow StyleGAN pickles are not supported; convert them with the official legacy.py)",
+    "dnnlib.tflib": " (only dnnlib.tflib.network.Network objects are read from TensorFlow pickles)",
 }
 
 
@@ -610,6 +668,10 @@ class RestrictedUnpickler(pickle._Unpickler):
             raise UnsafePickleError(f"refused call of {_describe(cls)} (NEWOBJ)")
         if not isinstance(args, tuple) or not isinstance(kwargs, dict):
             raise CheckpointError("malformed pickle: NEWOBJ arguments")
+        if cls is TFNetwork:
+            if args or kwargs:
+                raise CheckpointError("malformed pickle: NEWOBJ arguments for a TF network")
+            return TFNetwork()
         return cls.__new__(cls, *args, **kwargs)
 
     def _load_reduce(self) -> None:
@@ -638,7 +700,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         state = stack.pop()
         inst = stack[-1]
         build = getattr(type(inst), "_pickle_build", None)
-        if build is not None and isinstance(inst, (EasyDict, Namespace, NumpyArray, NumpyDType)):
+        if build is not None and isinstance(inst, (EasyDict, Namespace, NumpyArray, NumpyDType, TFNetwork)):
             build(inst, state)
         elif isinstance(inst, OrderedDict):
             # state_dict() OrderedDicts carry a `_metadata` attribute: plain data attributes only.

@@ -23,6 +23,12 @@ Formats (``Checkpoint.format``) and how :func:`load_checkpoint` recognises them 
     ``G_ema`` but with ``G`` falls back to ``G``** (the raw training weights, usually worse than the
     EMA ones) and says so in ``Checkpoint.notes``. A missing ``mapping.w_avg`` (``w_avg_beta=None``)
     is estimated as described below.
+``"stylegan-tf-pkl"``
+    TensorFlow StyleGAN (v1) pickles ``(G, D, Gs)`` of ``dnnlib.tflib.network.Network`` objects,
+    read as data (their ``build_module_src`` is never executed); ``Gs`` becomes a
+    :class:`~styleserve.export.networks_v1.GeneratorV1` (``Checkpoint.config`` is then a
+    :class:`~styleserve.export.networks_v1.GeneratorConfigV1`). See
+    :mod:`styleserve.export.checkpoints_v1`.
 ``"rosinality-pt"``
     rosinality/stylegan2-pytorch ``torch.save`` files (zip, or the legacy stream of torch < 1.6):
     a dict with ``g_ema`` (a state dict), and possibly ``g``, ``d``, optimiser states, ``args``
@@ -69,6 +75,7 @@ from styleserve.export._pickle import (
     load_torch_zip,
     restricted_load,
 )
+from styleserve.export.checkpoints_v1 import from_tf_pickle, looks_tf
 from styleserve.export.networks import (
     ACTIVATIONS,
     Generator,
@@ -80,6 +87,7 @@ from styleserve.export.networks import (
     expected_shapes,
     setup_filter,
 )
+from styleserve.export.networks_v1 import GeneratorConfigV1, GeneratorV1, load_generator_v1
 from torch import Tensor
 
 from styleserve.errors import CheckpointError, UnsupportedArchitecture
@@ -95,7 +103,7 @@ __all__ = [
     "save_native",
 ]
 
-FORMATS = ("stylegan2-ada-pkl", "stylegan3-pkl", "rosinality-pt", "styleserve")
+FORMATS = ("stylegan2-ada-pkl", "stylegan3-pkl", "stylegan-tf-pkl", "rosinality-pt", "styleserve")
 W_AVG_SAMPLES = 10000
 W_AVG_SEED = 0
 MAX_PARAMETERS = 2**31
@@ -106,8 +114,8 @@ MAX_PARAMETERS = 2**31
 class Checkpoint:
     """A checkpoint read into our terms. ``eq=False``: tensors do not compare as booleans."""
 
-    config: GeneratorConfig
-    state_dict: dict[str, Tensor]  # Official key names, float32, ready for load_generator.
+    config: GeneratorConfig | GeneratorConfigV1  # V1: a StyleGAN (v1) generator (networks_v1).
+    state_dict: dict[str, Tensor]  # Our key names, float32, ready for load_generator / load_generator_v1.
     format: str  # One of FORMATS.
     source_class: str  # "Generator" (official class name), "rosinality.Generator", ...
     sha256: str  # Of the checkpoint file (of weights.safetensors for the native format).
@@ -139,6 +147,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) ->
     if kind is None:
         if container in ("zip", "legacy") and _looks_rosinality(obj):
             kind = "rosinality-pt"
+        elif container == "pickle" and looks_tf(obj):
+            kind = "stylegan-tf-pkl"
         elif isinstance(obj, PersistentObject) or (
             isinstance(obj, Mapping) and any(isinstance(obj.get(k), PersistentObject) for k in ("G_ema", "G"))
         ):
@@ -146,6 +156,11 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) ->
         else:
             raise CheckpointError(f"unrecognised checkpoint {p.name}: {_describe_top(obj)}")
 
+    if kind == "stylegan-tf-pkl":
+        if not looks_tf(obj):
+            raise CheckpointError(f"{p.name} is not a TensorFlow StyleGAN pickle: {_describe_top(obj)}")
+        cfg1, state1, source_class1, notes1, kwargs1 = from_tf_pickle(obj)
+        return Checkpoint(cfg1, state1, "stylegan-tf-pkl", source_class1, sha, tuple(notes1), kwargs1)
     if kind == "rosinality-pt":
         if container == "pickle":
             raise CheckpointError(f"{p.name} is a plain pickle, not a torch.save file as rosinality writes")
@@ -155,9 +170,14 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) ->
     return Checkpoint(cfg, state, requested or fmt, source_class, sha, tuple(notes), init_kwargs)
 
 
-def load_generator_from(path: str | os.PathLike[str], *, kind: str | None = None) -> tuple[Generator, Checkpoint]:
-    """:func:`load_checkpoint` + :func:`styleserve.export.networks.load_generator` (eval, no grad)."""
+def load_generator_from(
+    path: str | os.PathLike[str], *, kind: str | None = None
+) -> tuple[Generator | GeneratorV1, Checkpoint]:
+    """:func:`load_checkpoint` + :func:`styleserve.export.networks.load_generator` (eval, no grad);
+    StyleGAN (v1) checkpoints give a :class:`~styleserve.export.networks_v1.GeneratorV1`."""
     ckpt = load_checkpoint(path, kind=kind)
+    if isinstance(ckpt.config, GeneratorConfigV1):
+        return load_generator_v1(ckpt.config, ckpt.state_dict), ckpt
     return networks.load_generator(ckpt.config, ckpt.state_dict), ckpt
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from styleserve.errors import StyleServeError
 
+from .checkpoints import FORMATS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -17,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Export a StyleGAN checkpoint to a styleserve model directory (mapping.onnx, synthesis.onnx, "
             "model.json, noise_const.npz). Checkpoints are read without executing any pickled code: official "
-            "stylegan2-ada-pytorch / stylegan3 .pkl, rosinality stylegan2-pytorch .pt, or the styleserve "
+            "stylegan2-ada-pytorch / stylegan3 .pkl, TensorFlow StyleGAN (v1) .pkl, "
+            "rosinality stylegan2-pytorch .pt, or the styleserve "
             "format (config.json + weights.safetensors). The export checks itself against PyTorch and writes "
             "nothing if it fails."
         ),
@@ -28,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name (default: the directory name)")
     p.add_argument(
         "--kind",
-        choices=["auto", "pkl", "rosinality", "styleserve"],
+        choices=["auto", *FORMATS],
         default="auto",
         help="checkpoint format (default: detect from the content)",
     )

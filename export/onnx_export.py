@@ -31,7 +31,12 @@ from styleserve.errors import VerificationError
 from styleserve.latent import noise_from_seed
 from styleserve.manifest import GraphFile, ModelManifest, NoiseInput, WsSlot
 
-from .networks import Generator, SynthesisNetwork
+from .networks import Generator, SynthesisLayer, SynthesisNetwork
+from .networks_v1 import GeneratorV1, StyleLayerV1, SynthesisNetworkV1
+
+AnyGenerator = Generator | GeneratorV1
+"""StyleGAN2 (:mod:`.networks`) or StyleGAN v1 (:mod:`.networks_v1`): the same export contract."""
+AnySynthesis = SynthesisNetwork | SynthesisNetworkV1
 
 OPSET = 18
 MAPPING_TOL = 1e-5
@@ -43,7 +48,7 @@ VERIFY_BATCHES = (1, 3, 8)
 class MappingGraph(nn.Module):
     """z [N, z_dim] (+ c [N, c_dim]) -> w [N, w_dim]."""
 
-    def __init__(self, G: Generator) -> None:
+    def __init__(self, G: AnyGenerator) -> None:
         super().__init__()
         self.mapping = G.mapping
 
@@ -54,7 +59,7 @@ class MappingGraph(nn.Module):
 class SynthesisGraph(nn.Module):
     """ws + noise inputs -> (image float32 NCHW, image uint8 NHWC)."""
 
-    def __init__(self, synthesis: SynthesisNetwork) -> None:
+    def __init__(self, synthesis: AnySynthesis) -> None:
         super().__init__()
         self.synthesis = synthesis
         self.noise_mask = [layer.use_noise for _, layer in synthesis.noise_layers()]
@@ -67,7 +72,7 @@ class SynthesisGraph(nn.Module):
         return img, u8
 
 
-def noise_inputs(synthesis: SynthesisNetwork) -> list[NoiseInput]:
+def noise_inputs(synthesis: AnySynthesis) -> list[NoiseInput]:
     return [
         NoiseInput(name="noise_" + name.replace(".", "_"), layer=name, resolution=layer.resolution)
         for name, layer in synthesis.noise_layers()
@@ -75,7 +80,7 @@ def noise_inputs(synthesis: SynthesisNetwork) -> list[NoiseInput]:
     ]
 
 
-def ws_slots(synthesis: SynthesisNetwork) -> list[WsSlot]:
+def ws_slots(synthesis: AnySynthesis) -> list[WsSlot]:
     res_of = {name: layer.resolution for name, layer in synthesis.noise_layers()}
     out = []
     for i, layers in enumerate(synthesis.ws_table()):
@@ -123,7 +128,7 @@ class _Case:
     mode: str
 
 
-def _cases(G: Generator, rng: np.random.RandomState, batch: int) -> list[_Case]:
+def _cases(G: AnyGenerator, rng: np.random.RandomState, batch: int) -> list[_Case]:
     """Random ws with independent rows per layer, for every noise mode."""
     syn = G.synthesis
     z = torch.from_numpy(rng.randn(batch * G.num_ws, G.cfg.z_dim).astype(np.float32))
@@ -137,7 +142,7 @@ def _cases(G: Generator, rng: np.random.RandomState, batch: int) -> list[_Case]:
     ws = w_avg + rng.uniform(0.5, 1.0, size=(batch, G.num_ws, 1)).astype(np.float32) * (ws - w_avg)
     inputs = noise_inputs(syn)
     res = [n.resolution for n in inputs]
-    layer_of = dict(syn.noise_layers())
+    layer_of: dict[str, SynthesisLayer | StyleLayerV1] = dict(syn.noise_layers())
     const = [layer_of[n.layer].noise_const.numpy()[None, None] for n in inputs]
     zeros = [np.zeros((1, 1, r, r), np.float32) for r in res]
     random = (
@@ -152,7 +157,7 @@ def _cases(G: Generator, rng: np.random.RandomState, batch: int) -> list[_Case]:
 
 
 def verify(
-    G: Generator,
+    G: AnyGenerator,
     mapping_path: Path,
     synthesis_path: Path,
     *,
@@ -218,6 +223,13 @@ def verify(
     return report
 
 
+def _architecture(G: AnyGenerator) -> tuple[str, dict[str, Any]]:
+    """The manifest's ``architecture`` and recommended truncation (official defaults, informational)."""
+    if isinstance(G, GeneratorV1):
+        return "stylegan", {"psi": G.cfg.truncation_psi, "cutoff": G.cfg.truncation_cutoff}
+    return "stylegan2", {"psi": 1.0, "cutoff": None}
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -227,7 +239,7 @@ def _sha256(path: Path) -> str:
 
 
 def export_model(
-    G: Generator,
+    G: AnyGenerator,
     out_dir: Path | str,
     *,
     name: str | None = None,
@@ -272,13 +284,14 @@ def export_model(
             fp16_path = tmp / "synthesis_fp16.onnx"
         report = verify(G, tmp / "mapping.onnx", tmp / "synthesis.onnx", fp16_path=fp16_path, batches=verify_batches)
 
-        layer_of = dict(syn.noise_layers())
+        layer_of: dict[str, SynthesisLayer | StyleLayerV1] = dict(syn.noise_layers())
         planes = {n.name: layer_of[n.layer].noise_const.numpy() for n in noise}
+        architecture, truncation = _architecture(G)
         np.savez(tmp / "noise_const.npz", **planes)  # type: ignore[arg-type]
         graph_out = ["image", "image_uint8"]
         manifest = ModelManifest(
             name=name or out.name,
-            architecture="stylegan2",
+            architecture=architecture,
             z_dim=cfg.z_dim,
             c_dim=cfg.c_dim,
             w_dim=cfg.w_dim,
@@ -291,7 +304,7 @@ def export_model(
             synthesis_fp16=GraphFile("synthesis_fp16.onnx", s_inputs, graph_out) if fp16 else None,
             ws_layers=ws_slots(syn),
             noise_inputs=noise,
-            truncation={"psi": 1.0, "cutoff": None},
+            truncation=truncation,
             source=dict(source or {}),
             versions={
                 "styleserve": styleserve.__version__,

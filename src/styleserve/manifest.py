@@ -60,7 +60,7 @@ class GraphFile:
 @dataclass(frozen=True)
 class ModelManifest:
     name: str
-    architecture: str  # "stylegan2"
+    architecture: str  # "stylegan2", or "stylegan" (v1, AdaIN; see styleserve.export.networks_v1)
     z_dim: int
     c_dim: int  # Number of classes (one-hot labels); 0 = unconditional.
     w_dim: int

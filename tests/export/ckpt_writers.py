@@ -745,3 +745,141 @@ def _channels(g: RosinalityGenerator) -> list[int]:
     chans = [int(g.input.input.shape[1])]
     chans += [int(c.conv.weight.shape[1]) for c in list(g.convs)[::2]]
     return chans
+
+
+# ----------------------------------------------------------------------------
+# TensorFlow StyleGAN (v1) pickles: (G, D, Gs) of dnnlib.tflib.network.Network objects.
+
+
+class TFNetwork:
+    """Pickles like ``dnnlib.tflib.network.Network``: ``__getstate__`` is the official state layout.
+
+    The official class pickles by the default object protocol (NEWOBJ of the class, then BUILD
+    with the ``__getstate__`` dict): ``version``, ``name``, ``static_kwargs``, ``components``
+    (Networks), ``build_module_src``, ``build_func_name`` and ``variables`` ((local name, numpy
+    value) pairs of the network's own variables, sub-networks excluded).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        func: str,
+        variables: dict[str, Any],
+        *,
+        static_kwargs: dict[str, Any] | None = None,
+        components: dict[str, TFNetwork] | None = None,
+        src: str = "",
+        version: int = 3,
+    ) -> None:
+        self.state = dict(
+            version=version,
+            name=name,
+            static_kwargs=dict(static_kwargs or {}),
+            components=dict(components or {}),
+            build_module_src=src,
+            build_func_name=func,
+            variables=list(variables.items()),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # pragma: no cover - never unpickled by tests
+        raise AssertionError("the stand-in TF Network must never be unpickled for real")
+
+
+TFNetwork.__module__ = "dnnlib.tflib.network"
+TFNetwork.__qualname__ = "Network"
+TFNetwork.__name__ = "Network"
+
+
+@contextlib.contextmanager
+def tf_modules() -> Iterator[None]:
+    """``dnnlib.tflib.network`` (and ``dnnlib.util.EasyDict``) stand-ins in ``sys.modules`` while pickling."""
+    names = ["dnnlib", "dnnlib.util", "dnnlib.tflib", "dnnlib.tflib.network"]
+    saved = {n: sys.modules.get(n) for n in names}
+    mods = {n: types.ModuleType(n) for n in names}
+    mods["dnnlib"].util = mods["dnnlib.util"]  # type: ignore[attr-defined]
+    mods["dnnlib"].tflib = mods["dnnlib.tflib"]  # type: ignore[attr-defined]
+    mods["dnnlib"].EasyDict = EasyDict  # type: ignore[attr-defined]
+    mods["dnnlib.util"].EasyDict = EasyDict  # type: ignore[attr-defined]
+    mods["dnnlib.tflib"].network = mods["dnnlib.tflib.network"]  # type: ignore[attr-defined]
+    mods["dnnlib.tflib.network"].Network = TFNetwork  # type: ignore[attr-defined]
+    sys.modules.update(mods)
+    try:
+        yield
+    finally:
+        for n, m in saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
+
+
+TF_PAYLOAD_TEMPLATE = (
+    "import os\n"
+    "import pathlib\n"
+    "pathlib.Path(r'{flag}').write_text('executed')\n"
+    "os.system('touch {flag}')\n"
+    "def G_style(*args, **kwargs):\n"
+    "    raise RuntimeError('executed')\n"
+)
+
+
+def tf_stylegan_pickle(
+    mapping_vars: dict[str, np.ndarray],
+    synthesis_vars: dict[str, np.ndarray],
+    dlatent_avg: np.ndarray | None,
+    *,
+    src: str,
+    g_kwargs: dict[str, Any] | None = None,
+    mapping_kwargs: dict[str, Any] | None = None,
+    synthesis_kwargs: dict[str, Any] | None = None,
+    prefix_names: bool = False,
+    gs_func: str = "G_style",
+    lod: float = 0.0,
+) -> tuple[TFNetwork, TFNetwork, TFNetwork]:
+    """``(G, D, Gs)`` as ``training_loop.py`` pickles them. ``prefix_names`` writes component
+    variables as ``G_synthesis/4x4/...`` instead of the official relative names."""
+    gk = dict(g_kwargs or {})
+
+    def comps(tag: str) -> dict[str, TFNetwork]:
+        def names(vs: dict[str, np.ndarray], net: str) -> dict[str, np.ndarray]:
+            return {(f"{net}/{k}" if prefix_names else k): v for k, v in vs.items()}
+
+        sv = dict(synthesis_vars)
+        sv["lod"] = np.float32(lod)
+        return {
+            "synthesis": TFNetwork(
+                "G_synthesis", "G_synthesis", names(sv, "G_synthesis"),
+                static_kwargs={**gk, **(synthesis_kwargs or {})}, src=src + f"# {tag}\n",
+            ),
+            "mapping": TFNetwork(
+                "G_mapping", "G_mapping", names(mapping_vars, "G_mapping"),
+                static_kwargs={**gk, **(mapping_kwargs or {}), "dlatent_broadcast": None}, src=src,
+            ),
+        }  # fmt: skip
+
+    own: dict[str, Any] = {"lod": np.float32(lod)}
+    if dlatent_avg is not None:
+        own["dlatent_avg"] = dlatent_avg
+    G = TFNetwork("G", gs_func, own, static_kwargs=gk, components=comps("G"), src=src)
+    Gs = TFNetwork("Gs", gs_func, dict(own), static_kwargs=gk, components=comps("Gs"), src=src)
+    rng = np.random.RandomState(0)
+    d_vars = {
+        "lod": np.float32(lod),
+        "FromRGB_lod0/weight": rng.randn(1, 1, 3, 8).astype(np.float32),
+        "4x4/Dense1/bias": np.zeros(1, np.float32),
+    }
+    D = TFNetwork("D", "D_basic", d_vars, static_kwargs=dict(num_channels=3, resolution=32), src=src)
+    return G, D, Gs
+
+
+def dump_tf_pickle(obj: Any, path: Path, *, protocol: int = 4, numpy1: bool = False) -> Path:
+    """``pickle.dump((G, D, Gs), f, protocol=pickle.HIGHEST_PROTOCOL)`` as the official ``misc.save_pkl``."""
+    with tf_modules(), path.open("wb") as f:
+        if numpy1:
+            Numpy1Pickler(f, protocol=protocol).dump(obj)
+        else:
+            pickle.dump(obj, f, protocol=protocol)
+    return path
