@@ -1,4 +1,4 @@
-"""The client side of styleserve: a synchronous gRPC client library and the ``styleserve`` client CLI.
+"""The client side of styleserve: gRPC client libraries (sync and asyncio) and the ``styleserve`` client CLI.
 
 Imports neither torch nor onnxruntime (only grpc, protobuf, numpy and, for decoding, Pillow)::
 
@@ -10,6 +10,7 @@ Imports neither torch nor onnxruntime (only grpc, protobuf, numpy and, for decod
         mixed = client.synthesize("ffhq", [Plan([Style(Source.from_seed(85)), Style(Source.from_seed(55), stop=7)])])
 """
 
+from ._async import AsyncClient
 from ._client import Client
 from ._errors import (
     DeadlineExceededError,
@@ -20,6 +21,7 @@ from ._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from ._retry import RetryPolicy
 from ._tensor import tensor_from_proto, tensor_to_proto
 from ._types import (
     GeneratedImage,
@@ -36,6 +38,7 @@ from ._types import (
 )
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "DeadlineExceededError",
     "GeneratedImage",
@@ -48,6 +51,7 @@ __all__ = [
     "NotFoundError",
     "Plan",
     "ResourceExhaustedError",
+    "RetryPolicy",
     "Source",
     "StreamResult",
     "Style",

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,9 @@ from styleserve.latent import SEED_MAX
 from styleserve.v1 import styleserve_pb2 as pb
 
 from ._tensor import tensor_from_proto, tensor_to_proto
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -369,6 +372,21 @@ class GeneratedImage:
         if len(self.data) != expected:
             raise ValueError(f"{self.format} image {list(shape)} needs {expected} bytes, got {len(self.data)}")
         return np.frombuffer(self.data, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(shape)
+
+    def to_pil(self) -> PILImage.Image:
+        """A PIL image (mode ``L``, ``RGB`` or ``RGBA``): PNG/JPEG decoded, raw images from :meth:`to_array`,
+        raw_float32 converted to uint8 as the server does (``clip(x * 127.5 + 128, 0, 255)``).
+        """
+        from PIL import Image  # Pillow only when decoding.
+
+        if self.format in ("png", "jpeg"):
+            with Image.open(io.BytesIO(self.data)) as img:
+                img.load()
+                return img.copy()
+        arr = self.to_array()
+        if self.format == "raw_float32":
+            arr = np.clip(arr * 127.5 + 128, 0, 255).astype(np.uint8).transpose(1, 2, 0)  # [C, H, W] -> [H, W, C]
+        return Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically: encoded formats as their bytes, raw formats as a ``.npy`` array. Returns the path."""

@@ -1,12 +1,15 @@
-"""The client half of the ``styleserve`` CLI: ``styleserve models|generate|grid ...``.
+"""The client half of the ``styleserve`` CLI: ``styleserve models|generate|map|synthesize|grid|walk|cache ...``.
 
-``main(argv)`` takes argv starting at the subcommand name. Server errors print ``error: <CODE>: <details>``
-to stderr and exit 1, without a traceback; bad command lines exit 2 (argparse).
+``main(argv)`` takes argv starting at the subcommand name (``styleserve batch ...`` is handed to
+:mod:`styleserve.clients.batch`). Expected failures (server errors, an unreachable server, bad files, bad
+layer ranges) print ``error: ...`` to stderr and exit 1, without a traceback; bad command lines exit 2
+(argparse).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -15,17 +18,63 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from ._client import Client
 from ._errors import StyleServeRpcError
-from ._types import ModelInfo, Noise, Source
+from ._types import GeneratedImage, ModelInfo, Noise, Plan, Source, Style, atomic_write
+from ._walk import interpolate_path, interpolate_ws
 
-__all__ = ["main", "parse_range"]
+__all__ = ["load_w", "main", "parse_range"]
+
+F32 = npt.NDArray[np.float32]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 GENERATE_CHUNK = 16
-"""Seeds per ``Generate`` call in ``styleserve generate``."""
+"""Seeds per ``Generate``/``Map`` call and frames per ``Synthesize`` call."""
 
 _ITEM_RE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions and epilogs as written; room for long option and command names."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):  # argparse undercounts the subcommands' indent
+            longest = max((len(name) for name in action.choices), default=0)
+            needed = longest + self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, needed)
+
+
+_RAW = _Formatter
+
+DESCRIPTION = """\
+Talk to a styleserve server: list its models, draw images from seeds, save and reuse w vectors, mix
+styles layer by layer, render latent walks, and manage the server's w cache.
+Run 'styleserve COMMAND --help' for a command's options."""
+
+EPILOG = """\
+examples:
+  styleserve health --wait 60
+  styleserve models
+  styleserve generate --model ffhq --seeds 0-7,42 --psi 0.7 --out out/
+  styleserve map --model ffhq --seeds 85,100 --psi 0.7 --format npz --out ws/
+  styleserve synthesize --model ffhq --w ws/seed0085_projected_w.npz --style 0-3=seed:55 --out mix.png
+  styleserve grid --model ffhq --rows 85,100,75 --cols 55,821,1789 --out grid.png
+  styleserve walk --model ffhq --seeds 1,5,9 --psi 0.7 --loop --out walk.gif
+  styleserve cache put --model ffhq ws/seed0085.npy
+
+The server is --target HOST:PORT (or STYLESERVE_TARGET, default 127.0.0.1:50051); a bearer token comes
+from --token or STYLESERVE_TOKEN. Seed lists are ranges like 0-99,200.
+exit status: 0 ok, 1 a failure (printed as 'error: ...'), 2 a bad command line."""
+
+
+# ---------------------------------------------------------------------------- argument types
 
 
 def parse_range(text: str, *, max_items: int = 100_000) -> list[int]:
@@ -66,13 +115,44 @@ def _timeout_arg(text: str) -> float | None:
     return value or None
 
 
-def _parser() -> argparse.ArgumentParser:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _tagged(tag: str) -> Callable[[str], tuple[str, str]]:
+    def parse(text: str) -> tuple[str, str]:
+        return tag, text
+
+    return parse
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _connection_parent() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     conn = common.add_argument_group("connection")
     conn.add_argument(
         "--target",
+        metavar="HOST:PORT",
         default=os.environ.get("STYLESERVE_TARGET") or DEFAULT_TARGET,
-        help="server host:port (env STYLESERVE_TARGET, default %(default)s)",
+        help="server address (env STYLESERVE_TARGET, default %(default)s)",
     )
     conn.add_argument(
         "--token", default=os.environ.get("STYLESERVE_TOKEN") or None, help="bearer token (env STYLESERVE_TOKEN)"
@@ -80,44 +160,258 @@ def _parser() -> argparse.ArgumentParser:
     conn.add_argument("--tls", action="store_true", help="connect with TLS")
     conn.add_argument("--ca-cert", metavar="PATH", default=None, help="PEM root certificates (implies --tls)")
     conn.add_argument(
-        "--timeout", type=_timeout_arg, default=60.0, help="seconds per call, 0 = no deadline (default 60)"
+        "--timeout",
+        type=_timeout_arg,
+        default=60.0,
+        metavar="SECONDS",
+        help="deadline per call, 0 = none (default 60)",
+    )
+    return common
+
+
+def _model(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--model", required=True, help="model name (see 'styleserve models')")
+
+
+def _truncation(group: argparse._ArgumentGroup, what: str = "") -> None:
+    group.add_argument("--psi", type=float, default=None, help=f"truncation psi{what} (default 1 = none)")
+    group.add_argument(
+        "--cutoff", type=int, default=None, metavar="N", help=f"truncate only ws indices below N{what} (default all)"
+    )
+    group.add_argument(
+        "--class", dest="class_index", type=int, default=None, metavar="K", help=f"class{what} for conditional models"
     )
 
-    def sampling(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="model name (see 'styleserve models')")
-        p.add_argument("--psi", type=float, default=None, help="truncation psi (default 1 = none)")
-        p.add_argument("--cutoff", type=int, default=None, help="truncate only ws indices below this")
-        p.add_argument("--class", dest="class_index", type=int, default=None, help="class for conditional models")
-        p.add_argument("--noise-mode", choices=["const", "none", "random"], default="const", help="default const")
-        p.add_argument("--noise-seed", type=int, default=None, help="seed for --noise-mode random")
-        p.add_argument("--format", choices=["png", "jpeg"], default="png", help="image encoding (default png)")
 
-    p = argparse.ArgumentParser(prog="styleserve", description="Talk to a styleserve server.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _noise_args(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--noise-mode", choices=["const", "none", "random"], default="const", help="noise inputs (default const)"
+    )
+    group.add_argument("--noise-seed", type=int, default=None, metavar="N", help="seed for --noise-mode random")
 
-    health = sub.add_parser("health", parents=[common], help="print the server's health; exit 0 when SERVING")
+
+def _image_format(group: argparse._ArgumentGroup, jpeg_quality: bool = True) -> None:
+    group.add_argument("--format", choices=["png", "jpeg"], default="png", help="image encoding (default png)")
+    if jpeg_quality:
+        group.add_argument(
+            "--jpeg-quality", type=int, default=None, metavar="Q", help="1..100 with --format jpeg (default 90)"
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _connection_parent()
+    p = argparse.ArgumentParser(prog="styleserve", description=DESCRIPTION, epilog=EPILOG, formatter_class=_RAW)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    def command(name: str, help: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, parents=[common], help=help, description=description, epilog=epilog, formatter_class=_RAW
+        )
+
+    # health
+    health = command(
+        "health",
+        "print the server's health; exit 0 when SERVING",
+        "Print the server's health status (SERVING, NOT_SERVING, ...); exit 0 only when SERVING.",
+        "example:\n  styleserve health --wait 60 --target 10.0.0.5:50051",
+    )
     health.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="poll until SERVING or timeout")
     health.set_defaults(func=_cmd_health)
 
-    models = sub.add_parser("models", parents=[common], help="list the served models")
-    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    # models
+    models = command(
+        "models",
+        "list the served models",
+        "List the models the server serves: resolution, ws layers, w_dim, classes, execution provider.",
+    )
+    models.add_argument("--json", action="store_true", help="print JSON (with the layer tables) instead of a table")
     models.set_defaults(func=_cmd_models)
 
-    gen = sub.add_parser("generate", parents=[common], help="draw images from seeds into a directory")
-    sampling(gen)
-    gen.add_argument("--seeds", type=_range_arg, required=True, help="seeds, e.g. 0-7,12")
-    gen.add_argument("--jpeg-quality", type=int, default=None, help="1..100 with --format jpeg (default 90)")
-    gen.add_argument("--out", default="out", metavar="DIR", help="output directory (default %(default)s)")
+    # generate
+    gen = command(
+        "generate",
+        "seeds -> image files",
+        "Draw one image per seed (official seed -> z rule) into a directory, as seedNNNN.png / .jpg.",
+        "example:\n  styleserve generate --model ffhq --seeds 0-7,42 --psi 0.7 --out out/",
+    )
+    g = gen.add_argument_group("sampling")
+    _model(g)
+    g.add_argument("--seeds", type=_range_arg, required=True, help="seeds, e.g. 0-7,12")
+    _truncation(g)
+    _noise_args(g)
+    o = gen.add_argument_group("output")
+    _image_format(o)
+    o.add_argument("--out", default="out", metavar="DIR", help="output directory (default %(default)s)")
     gen.set_defaults(func=_cmd_generate)
 
-    grid = sub.add_parser("grid", parents=[common], help="draw a style-mixing grid")
-    sampling(grid)
-    grid.add_argument("--rows", type=_range_arg, default=[85, 100, 75, 458, 1500], help="row seeds")
-    grid.add_argument("--cols", type=_range_arg, default=[55, 821, 1789, 293], help="column seeds")
-    grid.add_argument("--styles", type=_range_arg, default=None, help="ws indices from the columns (default 0-6)")
-    grid.add_argument("--out", default=None, metavar="FILE", help="output file (default stylemix_grid.png/.jpg)")
+    # map
+    mp = command(
+        "map",
+        "seeds -> w vectors saved as .npy / projected_w.npz",
+        "Map seeds to w and save one file per seed: seedNNNN.npy holding w [w_dim], or w+ [num_ws, w_dim]\n"
+        "when --psi with --cutoff leaves some layers untruncated; with --format npz, seedNNNN_projected_w.npz\n"
+        "in the stylegan2-ada-pytorch projector.py layout (key 'w', float32 [1, num_ws, w_dim]), which\n"
+        "'styleserve synthesize --w' and the official gen_images.py --projected-w read back.",
+        "examples:\n"
+        "  styleserve map --model ffhq --seeds 0-3 --psi 0.7 --out ws/\n"
+        "  styleserve map --model ffhq --seeds 85 --format npz --cache --out ws/",
+    )
+    g = mp.add_argument_group("sampling")
+    _model(g)
+    g.add_argument("--seeds", type=_range_arg, required=True, help="seeds, e.g. 0-3,12")
+    _truncation(g)
+    o = mp.add_argument_group("output")
+    o.add_argument("--out", default="out", metavar="DIR", help="output directory (default %(default)s)")
+    o.add_argument("--format", choices=["npy", "npz"], default="npy", help="npy (w or w+) or npz (projector.py layout)")
+    o.add_argument("--cache", action="store_true", help="also keep the ws in the server's w cache; print their ids")
+    mp.set_defaults(func=_cmd_map)
+
+    # synthesize
+    syn = command(
+        "synthesize",
+        "saved w / w+ files, seeds or cached ids -> one image, layer by layer",
+        "Draw one image from a style plan: a base source for every ws layer (--w) and sources for some layers\n"
+        "(--plan / --style; later entries override earlier ones). A SOURCE is a .npy file (w [w_dim] or w+\n"
+        "[num_ws, w_dim]), a projected_w.npz file (key 'w', [1, num_ws, w_dim]), seed:N (mapped on the\n"
+        "server with --psi/--cutoff/--class) or w_id:ID (the server's w cache). LAYERS are ws indices like\n"
+        "0-3 or 4,5 (see 'styleserve models --json'), or 'all'.",
+        "examples:\n"
+        "  styleserve synthesize --model ffhq --w ws/seed0085.npy --style 0-3=seed:55 --out mix.png\n"
+        "  styleserve synthesize --model ffhq --plan '0-3:a.npy,4-13:b_projected_w.npz' --out ab.png\n"
+        "  styleserve synthesize --model ffhq --w seed:85 --psi 0.7 --style 8-13=w_id:w_0123... --out c.png",
+    )
+    g = syn.add_argument_group("styles")
+    _model(g)
+    g.add_argument("--w", metavar="SOURCE", default=None, help="base source for every ws layer")
+    g.add_argument(
+        "--plan",
+        dest="entries",
+        action="append",
+        type=_tagged("plan"),
+        metavar="LAYERS:SOURCE,...",
+        help="style entries, e.g. '0-3:a.npy,4-7:b.npz' (repeatable)",
+    )
+    g.add_argument(
+        "--style",
+        dest="entries",
+        action="append",
+        type=_tagged("style"),
+        metavar="LAYERS=SOURCE",
+        help="one style entry, e.g. 0-3=seed:55 or 4,5=w.npy (repeatable)",
+    )
+    _truncation(g, " of seed:N sources")
+    g = syn.add_argument_group("sampling")
+    _noise_args(g)
+    o = syn.add_argument_group("output")
+    _image_format(o)
+    o.add_argument("--out", default=None, metavar="FILE", help="output file (default synthesized.png / .jpg)")
+    syn.set_defaults(func=_cmd_synthesize)
+
+    # grid
+    grid = command(
+        "grid",
+        "a style-mixing grid into one image",
+        "Draw the official style-mixing figure: row seeds x column seeds, the --styles ws layers taken from\n"
+        "the columns, composed into one image with the sources along the edges.",
+        "example:\n  styleserve grid --model ffhq --rows 85,100,75 --cols 55,821,1789 --styles 0-6 --out grid.png",
+    )
+    g = grid.add_argument_group("sampling")
+    _model(g)
+    g.add_argument("--rows", type=_range_arg, default=[85, 100, 75, 458, 1500], help="row seeds")
+    g.add_argument("--cols", type=_range_arg, default=[55, 821, 1789, 293], help="column seeds")
+    g.add_argument("--styles", type=_range_arg, default=None, help="ws indices from the columns (default 0-6)")
+    _truncation(g)
+    _noise_args(g)
+    o = grid.add_argument_group("output")
+    _image_format(o, jpeg_quality=False)
+    o.add_argument("--out", default=None, metavar="FILE", help="output file (default stylemix_grid.png/.jpg)")
     grid.set_defaults(func=_cmd_grid)
+
+    # walk
+    walk = command(
+        "walk",
+        "a latent walk between seeds -> animated GIF/WebP or frames",
+        "Map the seeds to w, interpolate linearly in W from each seed to the next (and back to the first\n"
+        "with --loop), and draw every frame. The output is an animated GIF or WebP when --out ends in\n"
+        ".gif or .webp, otherwise a directory of numbered frames (frameNNNN.png / .jpg).",
+        "examples:\n"
+        "  styleserve walk --model ffhq --seeds 1,5,9 --psi 0.7 --loop --out walk.gif\n"
+        "  styleserve walk --model ffhq --seeds 1-3 --steps 120 --out frames/",
+    )
+    g = walk.add_argument_group("sampling")
+    _model(g)
+    g.add_argument("--seeds", type=_range_arg, required=True, help="keyframe seeds in order, e.g. 1,5,9")
+    n = g.add_mutually_exclusive_group()
+    n.add_argument(
+        "--frames-per-seed",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="frames from each seed to the next (default 16)",
+    )
+    n.add_argument("--steps", type=_positive_int, default=None, metavar="N", help="total frames, evenly spaced")
+    g.add_argument("--loop", action="store_true", help="walk back to the first seed (a seamless loop)")
+    _truncation(g)
+    _noise_args(g)
+    o = walk.add_argument_group("output")
+    o.add_argument("--out", default="walk.gif", metavar="FILE.gif|FILE.webp|DIR", help="output (default %(default)s)")
+    o.add_argument("--fps", type=_positive_float, default=24.0, help="animation frame rate (default 24)")
+    o.add_argument(
+        "--format", choices=["png", "jpeg"], default="png", help="frame encoding in a directory (default png)"
+    )
+    walk.set_defaults(func=_cmd_walk)
+
+    # cache
+    cache = sub.add_parser(
+        "cache",
+        help="the server's w cache: put / get / delete",
+        description="Store w vectors in the server's w cache (for w_id:ID sources), read them back, drop them.\n"
+        "Ids can disappear (eviction, TTL, restart): put the vector again when a call says NOT_FOUND.",
+        epilog="examples:\n"
+        "  styleserve cache put --model ffhq ws/seed0085.npy\n"
+        "  styleserve cache get --model ffhq w_0123... --out w.npy\n"
+        "  styleserve cache delete --model ffhq w_0123...",
+        formatter_class=_RAW,
+    )
+    csub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION", title="actions")
+    put = csub.add_parser(
+        "put",
+        parents=[common],
+        help="upload a .npy / .npz w and print its id",
+        description="Upload a w [w_dim] or w+ [num_ws, w_dim] (.npy, or projected_w.npz) and print its cache id.",
+    )
+    _model(put.add_argument_group("cache"))
+    put.add_argument("file", metavar="FILE", help=".npy or .npz file")
+    put.set_defaults(func=_cmd_cache_put)
+    get = csub.add_parser(
+        "get",
+        parents=[common],
+        help="download a cached w into a .npy (or .npz) file",
+        description="Write a cached w or w+ to FILE: .npy as stored, .npz in the projector.py layout.",
+    )
+    g = get.add_argument_group("cache")
+    _model(g)
+    get.add_argument("w_id", metavar="ID", help="cache id (w_...)")
+    g.add_argument("--out", default=None, metavar="FILE", help="output file (default ID.npy)")
+    get.set_defaults(func=_cmd_cache_get)
+    delete = csub.add_parser(
+        "delete",
+        parents=[common],
+        help="drop a cached w",
+        description="Drop a cached w; exits 1 when the id was not cached.",
+    )
+    _model(delete.add_argument_group("cache"))
+    delete.add_argument("w_id", metavar="ID", help="cache id (w_...)")
+    delete.set_defaults(func=_cmd_cache_delete)
+
+    # batch: dispatched by main() before parsing; listed here for --help.
+    sub.add_parser("batch", help="run a batch job (see 'styleserve batch --help')", add_help=False).set_defaults(
+        func=None
+    )
     return p
+
+
+# ---------------------------------------------------------------------------- helpers
 
 
 def _noise(args: argparse.Namespace) -> Noise | None:
@@ -141,6 +435,183 @@ def _model_row(m: ModelInfo) -> dict[str, Any]:
         "noise_modes": m.noise_modes,
         "execution_provider": m.execution_provider,
     }
+
+
+def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def projected_w(w: npt.ArrayLike, num_ws: int) -> F32:
+    """A w ``[w_dim]`` (broadcast to every layer) or w+ ``[num_ws, w_dim]`` -> float32 ``[1, num_ws, w_dim]``."""
+    arr = np.asarray(w, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = np.broadcast_to(arr, (num_ws, arr.shape[0]))
+    if arr.ndim != 2 or arr.shape[0] != num_ws:
+        raise ValueError(f"expected w [w_dim] or w+ [{num_ws}, w_dim], got shape {arr.shape}")
+    return np.ascontiguousarray(arr[None], dtype=np.float32)
+
+
+def _save_w(path: Path, w: F32, num_ws: Callable[[], int], npz: bool) -> Path:
+    """Atomically write ``w`` as .npy (as is) or as a projector.py ``.npz`` (key ``w``, [1, num_ws, w_dim])."""
+    if npz:
+        buf = io.BytesIO()
+        np.savez(buf, w=projected_w(w, num_ws() if w.ndim == 1 else w.shape[0]))
+        payload = buf.getvalue()
+    else:
+        payload = _npy_bytes(np.ascontiguousarray(w, dtype=np.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, payload)
+    return path
+
+
+def load_w(path: str | os.PathLike[str], info: ModelInfo) -> F32:
+    """A w ``[w_dim]`` or w+ ``[num_ws, w_dim]`` from a ``.npy`` file or a projector.py ``.npz`` (key ``w``,
+    ``[1, num_ws, w_dim]`` or ``[num_ws, w_dim]``), checked against the model; ValueError naming the file.
+    """
+    p = Path(path)
+    expected = (
+        f"w [w_dim] = [{info.w_dim}], w+ [num_ws, w_dim] = [{info.num_ws}, {info.w_dim}] "
+        f"or [1, num_ws, w_dim] = [1, {info.num_ws}, {info.w_dim}] for model {info.name!r}"
+    )
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+    except Exception as exc:  # np.load raises ValueError, OSError, EOFError, zipfile and pickle errors.
+        raise ValueError(f"{p}: not a .npy or .npz file ({type(exc).__name__}: {exc})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.files)
+            if "w" not in keys:
+                found = ", ".join(repr(k) for k in keys) or "none"
+                raise ValueError(
+                    f"{p}: no array 'w' (found {found}); expected the projector.py layout, "
+                    f"'w' of shape [1, num_ws, w_dim] = [1, {info.num_ws}, {info.w_dim}]"
+                )
+            try:
+                arr = np.asarray(loaded["w"])
+            except Exception as exc:
+                raise ValueError(f"{p}: cannot read array 'w' ({exc})") from None
+    else:
+        arr = np.asarray(loaded)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{p}: holds {arr.dtype} values; expected float32 {expected}")
+    shape = arr.shape
+    if arr.ndim == 3 and shape[0] == 1:
+        arr = arr[0]
+    if not (arr.shape == (info.w_dim,) or arr.shape == (info.num_ws, info.w_dim)):
+        raise ValueError(f"{p}: shape {list(shape)}; expected {expected}")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{p}: holds NaN or infinite values")
+    return out
+
+
+def _layers(text: str, info: ModelInfo, what: str) -> list[int] | None:
+    """``'0-3'``, ``'4,5'`` -> ws indices checked against the model; ``'all'`` -> None (every layer)."""
+    if text.strip().lower() in ("all", "*"):
+        return None
+    try:
+        layers = list(dict.fromkeys(parse_range(text)))
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    bad = [x for x in layers if x >= info.num_ws]
+    if bad:
+        raise ValueError(
+            f"{what}: ws index {bad[0]} out of range; model {info.name!r} has ws layers 0-{info.num_ws - 1}"
+        )
+    return layers
+
+
+def _source(text: str, args: argparse.Namespace, info: ModelInfo, what: str) -> Source:
+    """``seed:N``, ``w_id:ID`` or a .npy/.npz path -> a :class:`Source`."""
+    spec = text.strip()
+    if spec.startswith("seed:"):
+        value = spec[len("seed:") :].strip()
+        if not value.isdigit():
+            raise ValueError(f"{what}: bad seed {value!r} in {spec!r}; expected seed:N")
+        try:
+            return Source.from_seed(int(value), args.class_index, args.psi, args.cutoff)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
+    if spec.startswith("w_id:"):
+        value = spec[len("w_id:") :].strip()
+        if not value:
+            raise ValueError(f"{what}: empty id in {spec!r}; expected w_id:ID")
+        return Source.from_w_id(value)
+    if not spec:
+        raise ValueError(f"{what}: empty source; expected FILE.npy, FILE.npz, seed:N or w_id:ID")
+    w = load_w(spec, info)
+    return Source.from_w(w) if w.ndim == 1 else Source.from_w_plus(w)
+
+
+def _split_entry(text: str, what: str) -> tuple[str, str]:
+    """``LAYERS=SOURCE`` or ``LAYERS:SOURCE`` -> (layers, source), split at the first ``=`` or ``:``."""
+    m = re.search(r"[=:]", text)
+    if m is None:
+        raise ValueError(f"{what}: expected LAYERS=SOURCE, e.g. 0-3=seed:55 or 4,5=w.npy")
+    return text[: m.start()], text[m.end() :]
+
+
+def _plan_entries(text: str) -> list[tuple[str, str]]:
+    """``'0-3:a.npy,4,5:seed:7'`` -> ``[('0-3', 'a.npy'), ('4,5', 'seed:7')]`` (entries split at ``,`` or ``;``;
+    a piece without a separator is a layer item of the next entry)."""
+    what = f"--plan {text!r}"
+    entries, pending = [], []
+    for piece in re.split(r"[,;]", text):
+        if re.search(r"[=:]", piece) is None:
+            pending.append(piece)
+            continue
+        layers, source = _split_entry(piece, what)
+        entries.append((",".join([*pending, layers]), source))
+        pending = []
+    if pending or not entries:
+        raise ValueError(f"{what}: expected LAYERS:SOURCE entries, e.g. '0-3:a.npy,4-7:b.npz'")
+    return entries
+
+
+def _ranges(xs: Sequence[int]) -> str:
+    parts: list[str] = []
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        parts.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def _styles(args: argparse.Namespace, info: ModelInfo) -> list[Style]:
+    """--w, then the --plan/--style entries in command-line order -> styles covering every ws layer."""
+    styles: list[Style] = []
+    if args.w is not None:
+        styles.append(Style(_source(args.w, args, info, f"--w {args.w!r}")))
+    for tag, text in args.entries or ():
+        if tag == "plan":
+            pairs, what = _plan_entries(text), f"--plan {text!r}"
+        else:
+            pairs, what = [_split_entry(text, f"--style {text!r}")], f"--style {text!r}"
+        for layers_text, source_text in pairs:
+            layers = _layers(layers_text, info, what)
+            styles.append(Style(_source(source_text, args, info, what), layers=layers))
+    if not styles:
+        raise ValueError("no styles: give --w SOURCE (every layer) and/or --style LAYERS=SOURCE / --plan")
+    covered: set[int] = set()
+    for s in styles:
+        covered.update(range(info.num_ws) if s.layers is None else s.layers)
+    missing = sorted(set(range(info.num_ws)) - covered)
+    if missing:
+        raise ValueError(
+            f"ws layers {_ranges(missing)} of model {info.name!r} have no source; "
+            "add --w SOURCE (every layer) or a --style covering them"
+        )
+    return styles
+
+
+# ---------------------------------------------------------------------------- commands
 
 
 def _cmd_health(client: Client, args: argparse.Namespace) -> int:
@@ -182,6 +653,47 @@ def _cmd_generate(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_map(client: Client, args: argparse.Namespace) -> int:
+    seeds = list(dict.fromkeys(args.seeds))
+    out = Path(args.out)
+    npz = args.format == "npz"
+    info: list[ModelInfo] = []
+
+    def num_ws() -> int:  # asked once, and only when a plain w has to be broadcast into the npz layout
+        if not info:
+            info.append(client.get_model(args.model))
+        return info[0].num_ws
+
+    for i in range(0, len(seeds), GENERATE_CHUNK):
+        chunk = seeds[i : i + GENERATE_CHUNK]
+        mapped = client.map(
+            args.model, seeds=chunk, class_index=args.class_index, psi=args.psi, cutoff=args.cutoff, return_w=True,
+            cache=args.cache,
+        )  # fmt: skip
+        if len(mapped) != len(chunk):
+            raise ValueError(f"the server returned {len(mapped)} ws for {len(chunk)} seeds")
+        for seed, m in zip(chunk, mapped, strict=True):
+            if m.w is None:
+                raise ValueError(f"the server returned no w for seed {seed}")
+            name = f"seed{seed:04d}_projected_w.npz" if npz else f"seed{seed:04d}.npy"
+            path = _save_w(out / name, m.w, num_ws, npz)
+            print(f"{path}\t{m.w_id}" if args.cache else path, flush=True)
+    return 0
+
+
+def _cmd_synthesize(client: Client, args: argparse.Namespace) -> int:
+    info = client.get_model(args.model)
+    plan = Plan(_styles(args, info), noise=_noise(args))
+    images = client.synthesize(args.model, [plan], format=args.format, jpeg_quality=args.jpeg_quality)
+    if len(images) != 1:
+        raise ValueError(f"the server returned {len(images)} images for one plan")
+    (img,) = images
+    out = Path(args.out) if args.out else Path(f"synthesized{img.suffix}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(img.save(out))
+    return 0
+
+
 def _cmd_grid(client: Client, args: argparse.Namespace) -> int:
     styles = args.styles
     if styles is None:  # the official 0-6, clipped to the model's layers like styleserve-render does
@@ -199,10 +711,119 @@ def _cmd_grid(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_walk(client: Client, args: argparse.Namespace) -> int:
+    seeds: list[int] = args.seeds
+    if len(seeds) < 2:
+        raise ValueError("a walk needs at least two seeds, e.g. --seeds 1,5")
+    out = Path(args.out)
+    animated = out.suffix.lower() in (".gif", ".webp")
+    keys: list[F32] = []
+    for i in range(0, len(seeds), GENERATE_CHUNK):
+        chunk = seeds[i : i + GENERATE_CHUNK]
+        mapped = client.map(
+            args.model, seeds=chunk, class_index=args.class_index, psi=args.psi, cutoff=args.cutoff, return_w=True
+        )
+        if len(mapped) != len(chunk) or any(m.w is None for m in mapped):
+            raise ValueError(f"the server returned {len(mapped)} ws for {len(chunk)} seeds")
+        keys.extend(m.w for m in mapped if m.w is not None)
+    if len({k.shape for k in keys}) > 1:  # some w, some w+: walk in w+
+        num_ws = max(k.shape[0] for k in keys if k.ndim == 2)
+        keys = [np.broadcast_to(k, (num_ws, k.shape[-1])) if k.ndim == 1 else k for k in keys]
+    ws = np.stack(keys)
+    if args.steps is not None:
+        frames = interpolate_path(ws, args.steps, loop=args.loop)
+    else:
+        frames = interpolate_ws(ws, args.frames_per_seed or 16, loop=args.loop)
+    noise = _noise(args)
+    fmt = "png" if animated else args.format
+    if not animated:
+        out.mkdir(parents=True, exist_ok=True)
+    digits = max(4, len(str(len(frames) - 1)))
+    images: list[GeneratedImage] = []
+    for i in range(0, len(frames), GENERATE_CHUNK):
+        frame_chunk = frames[i : i + GENERATE_CHUNK]
+        plans = [
+            Plan([Style(Source.from_w(w) if w.ndim == 1 else Source.from_w_plus(w))], noise=noise) for w in frame_chunk
+        ]
+        got = client.synthesize(args.model, plans, format=fmt)
+        if len(got) != len(plans):
+            raise ValueError(f"the server returned {len(got)} images for {len(plans)} frames")
+        if animated:
+            images.extend(got)
+            continue
+        for j, img in enumerate(got, start=i):
+            print(img.save(out / f"frame{j:0{digits}d}{img.suffix}"), flush=True)
+    if animated:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, _animation(images, out.suffix.lower(), args.fps))
+        print(f"{out}  ({len(images)} frames, {args.fps:g} fps)")
+    return 0
+
+
+def _animation(images: Sequence[GeneratedImage], suffix: str, fps: float) -> bytes:
+    """PNG frames -> an animated GIF or WebP (looping forever) as bytes."""
+    from PIL import Image  # Pillow only when drawing animations.
+
+    frames = []
+    for img in images:
+        with Image.open(io.BytesIO(img.data)) as im:
+            frames.append(im.convert("L" if img.channels == 1 and suffix == ".gif" else "RGB"))
+    duration = max(1, round(1000 / fps))
+    buf = io.BytesIO()
+    if suffix == ".gif":
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
+    else:
+        frames[0].save(
+            buf, format="WEBP", save_all=True, append_images=frames[1:], duration=duration, loop=0, quality=90
+        )
+    return buf.getvalue()
+
+
+def _cmd_cache_put(client: Client, args: argparse.Namespace) -> int:
+    w = load_w(args.file, client.get_model(args.model))
+    print(client.put_w(args.model, w))
+    return 0
+
+
+def _cmd_cache_get(client: Client, args: argparse.Namespace) -> int:
+    w = client.get_w(args.model, args.w_id)
+    out = Path(args.out) if args.out else Path(f"{args.w_id}.npy")
+    npz = out.suffix.lower() == ".npz"
+    print(_save_w(out, w, lambda: client.get_model(args.model).num_ws, npz))
+    return 0
+
+
+def _cmd_cache_delete(client: Client, args: argparse.Namespace) -> int:
+    if not client.delete_w(args.model, args.w_id):
+        print(f"error: {args.w_id} was not cached", file=sys.stderr)
+        return 1
+    print(f"deleted {args.w_id}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def _run_batch(argv: Sequence[str]) -> int:
+    try:
+        from .batch import main as batch_main
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.batch":
+            raise
+        print("error: 'styleserve batch' is not available in this installation", file=sys.stderr)
+        return 1
+    return batch_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``styleserve health|models|generate|grid`` (argv starts at the subcommand); returns the exit code."""
+    """Run a client command (argv starts at the subcommand, e.g. ``["generate", ...]``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "batch":
+        return _run_batch(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.func is None:  # "batch" after an option terminator ("-- batch")
+        return _run_batch([])
     if getattr(args, "noise_seed", None) is not None and args.noise_mode != "random":
         parser.error("--noise-seed needs --noise-mode random")
     func: Callable[[Client, argparse.Namespace], int] = args.func
@@ -215,6 +836,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return func(client, args)
     except StyleServeRpcError as exc:
         print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+        if exc.code.name == "UNAVAILABLE":
+            print(f"hint: is a server running at {args.target}? (--target or STYLESERVE_TARGET)", file=sys.stderr)
+        elif exc.code.name == "DEADLINE_EXCEEDED":
+            print("hint: raise --timeout (seconds per call, 0 = no deadline)", file=sys.stderr)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

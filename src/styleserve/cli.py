@@ -14,16 +14,27 @@ from collections.abc import Sequence
 
 USAGE = """usage: styleserve COMMAND [args]
 
-commands:
-  serve      serve a model repository over gRPC             (styleserve serve --help)
-  export     export a checkpoint to a model directory       (styleserve export --help)
-  health     a server's health; --wait SECONDS polls until SERVING (client)
-  models     list the models a server serves                (client)
-  generate   seeds -> image files                            (client)
-  grid       a style-mixing grid                             (client)
+server side:
+  serve       serve a model repository over gRPC
+  export      export a checkpoint to a model directory
+
+client side (talk to a server: --target HOST:PORT or STYLESERVE_TARGET):
+  health      a server's health; --wait SECONDS polls until SERVING
+  models      list the models a server serves
+  generate    seeds -> image files
+  map         seeds -> w vectors saved as .npy / projected_w.npz
+  synthesize  saved w / w+ files, seeds or cached ids -> one image, layer by layer
+  grid        a style-mixing grid into one image
+  walk        a latent walk between seeds -> animated GIF/WebP or frames
+  cache       the server's w cache: put / get / delete
+  batch       run a batch job
+
+Run 'styleserve COMMAND --help' for a command's options and examples, e.g.
+  styleserve generate --model ffhq --seeds 0-7,42 --psi 0.7 --out out/
+  styleserve walk --model ffhq --seeds 1,5,9 --loop --out walk.gif
 """
 
-CLIENT_COMMANDS = ("health", "models", "generate", "grid")
+CLIENT_COMMANDS = ("health", "models", "generate", "map", "synthesize", "grid", "walk", "cache", "batch")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
