@@ -35,6 +35,13 @@ Formats (``Checkpoint.format``) and how :func:`load_checkpoint` recognises them 
     (an ``argparse.Namespace``), ``latent_avg``, ``ada_aug_p``. Its weights are mapped onto ours
     (see :func:`rosinality_to_official` for the exact equivalences). Without ``latent_avg``,
     ``w_avg`` is estimated.
+``"rosinality-v1-pt"``
+    rosinality/style-based-gan-pytorch ``torch.save`` files (StyleGAN v1): the dict ``train.py`` writes
+    at the end of a phase (``g_running`` read, else ``generator``) or a bare ``g_running`` state dict
+    (``generator.progression.*``, ``style.*``), read as a
+    :class:`~styleserve.export.networks_v1.GeneratorV1` at the highest trained block (or the
+    ``resolution`` asked for); a missing mean style is estimated as its ``generate.py`` does. See
+    :func:`styleserve.export.checkpoints_v1.from_rosinality_v1`.
 ``"styleserve"``
     Our own format written by :func:`save_native`: a directory with ``config.json``
     (``GeneratorConfig.to_dict()``) and ``weights.safetensors`` (official key names, float32; the
@@ -75,7 +82,7 @@ from styleserve.export._pickle import (
     load_torch_zip,
     restricted_load,
 )
-from styleserve.export.checkpoints_v1 import from_tf_pickle, looks_tf
+from styleserve.export.checkpoints_v1 import from_rosinality_v1, from_tf_pickle, looks_rosinality_v1, looks_tf
 from styleserve.export.networks import (
     ACTIVATIONS,
     Generator,
@@ -103,7 +110,7 @@ __all__ = [
     "save_native",
 ]
 
-FORMATS = ("stylegan2-ada-pkl", "stylegan3-pkl", "stylegan-tf-pkl", "rosinality-pt", "styleserve")
+FORMATS = ("stylegan2-ada-pkl", "stylegan3-pkl", "stylegan-tf-pkl", "rosinality-pt", "rosinality-v1-pt", "styleserve")
 W_AVG_SAMPLES = 10000
 W_AVG_SEED = 0
 MAX_PARAMETERS = 2**31
@@ -127,10 +134,13 @@ class Checkpoint:
 # Public entry points.
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, kind: str | None = None, resolution: int | None = None
+) -> Checkpoint:
     """Read a checkpoint without executing anything in it; see the module docstring.
 
-    ``kind`` (one of :data:`FORMATS`) overrides the detection of the format.
+    ``kind`` (one of :data:`FORMATS`) overrides the detection of the format. ``resolution`` is only
+    for ``rosinality-v1-pt`` files, which do not record how far they were trained.
     """
     if kind is not None and kind not in FORMATS:
         raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {', '.join(FORMATS)}")
@@ -145,7 +155,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) ->
 
     requested = kind
     if kind is None:
-        if container in ("zip", "legacy") and _looks_rosinality(obj):
+        if container in ("zip", "legacy") and looks_rosinality_v1(obj):
+            kind = "rosinality-v1-pt"
+        elif container in ("zip", "legacy") and _looks_rosinality(obj):
             kind = "rosinality-pt"
         elif container == "pickle" and looks_tf(obj):
             kind = "stylegan-tf-pkl"
@@ -156,6 +168,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) ->
         else:
             raise CheckpointError(f"unrecognised checkpoint {p.name}: {_describe_top(obj)}")
 
+    if resolution is not None and kind != "rosinality-v1-pt":
+        raise ValueError(f"resolution applies to rosinality-v1-pt checkpoints only, not {kind}")
+    if kind == "rosinality-v1-pt":
+        if container == "pickle":
+            raise CheckpointError(f"{p.name} is a plain pickle, not a torch.save file as rosinality writes")
+        cfg2, state2, notes2, kwargs2 = from_rosinality_v1(obj, resolution=resolution)
+        return Checkpoint(cfg2, state2, "rosinality-v1-pt", "rosinality.StyledGenerator", sha, tuple(notes2), kwargs2)
     if kind == "stylegan-tf-pkl":
         if not looks_tf(obj):
             raise CheckpointError(f"{p.name} is not a TensorFlow StyleGAN pickle: {_describe_top(obj)}")
@@ -171,11 +190,11 @@ def load_checkpoint(path: str | os.PathLike[str], *, kind: str | None = None) ->
 
 
 def load_generator_from(
-    path: str | os.PathLike[str], *, kind: str | None = None
+    path: str | os.PathLike[str], *, kind: str | None = None, resolution: int | None = None
 ) -> tuple[Generator | GeneratorV1, Checkpoint]:
     """:func:`load_checkpoint` + :func:`styleserve.export.networks.load_generator` (eval, no grad);
     StyleGAN (v1) checkpoints give a :class:`~styleserve.export.networks_v1.GeneratorV1`."""
-    ckpt = load_checkpoint(path, kind=kind)
+    ckpt = load_checkpoint(path, kind=kind, resolution=resolution)
     if isinstance(ckpt.config, GeneratorConfigV1):
         return load_generator_v1(ckpt.config, ckpt.state_dict), ckpt
     return networks.load_generator(ckpt.config, ckpt.state_dict), ckpt

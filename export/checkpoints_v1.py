@@ -38,6 +38,7 @@ from .networks_v1 import (
     MappingConfigV1,
     MappingNetworkV1,
     SynthesisConfigV1,
+    blur_kernel,
     expected_shapes_v1,
     tf_layer_names,
     tf_to_state,
@@ -284,3 +285,263 @@ def _plain(x: Any, depth: int = 0) -> Any:
     if isinstance(x, (list, tuple)):
         return [_plain(v, depth + 1) for v in x]
     return str(x)
+
+
+# ----------------------------------------------------------------------------
+# rosinality/style-based-gan-pytorch.
+
+ROSINALITY_MEAN_BATCHES = 10
+ROSINALITY_MEAN_BATCH = 1024
+ROSINALITY_MEAN_SEED = 0
+ROSINALITY_NOISE_SEED = 0
+_R_KEY = "generator.progression.0.conv1.input"
+_R_STYLE_RE = re.compile(r"^style\.(\d+)\.linear\.weight_orig$")
+_R_BLOCK_RE = re.compile(r"^generator\.progression\.(\d+)\.")
+
+
+def _r_strip(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys as strings, without the ``module.`` prefix of an ``nn.DataParallel`` state dict."""
+    out = {str(k): v for k, v in sd.items()}
+    if out and all(k.startswith("module.") for k in out):
+        out = {k[len("module.") :]: v for k, v in out.items()}
+    return out
+
+
+def _r_is_state(x: Any) -> bool:
+    return isinstance(x, Mapping) and (_R_KEY in x or f"module.{_R_KEY}" in x)
+
+
+def looks_rosinality_v1(obj: Any) -> bool:
+    """A style-based-gan-pytorch ``StyledGenerator`` state dict, bare or under ``g_running`` / ``generator``."""
+    if not isinstance(obj, Mapping):
+        return False
+    return _r_is_state(obj) or _r_is_state(obj.get("g_running")) or _r_is_state(obj.get("generator"))
+
+
+def _r_trained(sd: Mapping[str, Any], i: int) -> bool:
+    """Whether block ``i`` was ever trained: its noise weights (initialised to zeros) moved."""
+    for n in ("noise1", "noise2"):
+        t = sd.get(f"generator.progression.{i}.{n}.weight_orig")
+        if isinstance(t, Tensor) and bool((t.detach().float() != 0).any()):
+            return True
+    return False
+
+
+def from_rosinality_v1(
+    obj: Any, *, resolution: int | None = None
+) -> tuple[GeneratorConfigV1, dict[str, Tensor], list[str], dict[str, Any]]:
+    """``(config, state dict, notes, init kwargs)`` of a rosinality/style-based-gan-pytorch checkpoint.
+
+    ``train.py`` saves ``{'generator', 'discriminator', 'g_optimizer', 'd_optimizer', 'g_running'}`` at the
+    end of each phase and the bare ``g_running.state_dict()`` every 10k iterations. ``g_running`` (the
+    moving average, what ``generate.py`` samples from) is preferred, then ``generator``. The file does not
+    record the resolution it was trained to (every block up to 1024 px is always present): ``resolution``
+    picks it, by default the highest block whose noise weights are not all zero (they start at zero and
+    only move once the block is trained). See :func:`rosinality_v1_to_state` for the weight mapping.
+    """
+    notes: list[str] = []
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"not a rosinality style-based-gan-pytorch checkpoint: a {type(obj).__name__}")
+    if _r_is_state(obj.get("g_running")):
+        sd = _r_strip(obj["g_running"])
+        notes.append("read g_running from a rosinality style-based-gan-pytorch checkpoint")
+    elif _r_is_state(obj.get("generator")):
+        sd = _r_strip(obj["generator"])
+        notes.append("no g_running: read generator (the raw training weights, not the running average)")
+    elif _r_is_state(obj):
+        sd = _r_strip(obj)
+        notes.append("read a bare rosinality style-based-gan-pytorch generator state dict (g_running)")
+    else:
+        raise CheckpointError("not a rosinality style-based-gan-pytorch checkpoint (no generator.progression.0)")
+    if sd is not obj:
+        ignored = sorted(str(k) for k in obj if k not in ("g_running", "generator", "mean_style"))
+        if ignored:
+            notes.append(f"ignored entries: {', '.join(ignored)}")
+    blocks = sorted({int(m.group(1)) for k in sd if (m := _R_BLOCK_RE.match(k))})
+    if blocks != list(range(len(blocks))):
+        raise CheckpointError(f"rosinality checkpoint: progression blocks {blocks} are not 0..n-1")
+    if resolution is None:
+        trained = [i for i in blocks if _r_trained(sd, i)]
+        if not trained:
+            raise CheckpointError(
+                "rosinality checkpoint: no block has trained noise weights, cannot tell its resolution; pass it"
+            )
+        step = trained[-1]
+        notes.append(f"resolution {4 * 2**step} px (step {step}): the highest block with trained noise weights")
+    else:
+        if resolution < 4 or resolution & (resolution - 1):
+            raise CheckpointError(f"resolution must be a power of two >= 4, got {resolution}")
+        step = int(math.log2(resolution)) - 2
+        if step >= len(blocks):
+            raise CheckpointError(
+                f"rosinality checkpoint has blocks up to {4 * 2 ** (len(blocks) - 1)} px, not {resolution}"
+            )
+        notes.append(f"resolution {resolution} px (step {step}) as requested")
+    if step < len(blocks) - 1:
+        notes.append(f"ignored progression/to_rgb blocks {step + 1}..{len(blocks) - 1} (above {4 * 2**step} px)")
+    mean = obj.get("mean_style") if sd is not obj else None
+    cfg, state = rosinality_v1_to_state(sd, step)
+    if mean is not None:
+        if not isinstance(mean, Tensor) or mean.numel() != cfg.w_dim:
+            raise CheckpointError(f"rosinality checkpoint: mean_style has shape {tuple(getattr(mean, 'shape', ()))}")
+        state["mapping.w_avg"] = mean.detach().to(torch.float32).reshape([cfg.w_dim])
+        notes.append("w_avg from the stored mean_style")
+    else:
+        state["mapping.w_avg"] = estimate_mean_style_rosinality(cfg, state)
+        notes.append(
+            f"w_avg estimated as rosinality's generate.py does: the mean of {ROSINALITY_MEAN_BATCHES} batch means of "
+            f"style(torch.randn({ROSINALITY_MEAN_BATCH}, {cfg.z_dim})), torch.Generator seeded {ROSINALITY_MEAN_SEED}"
+        )
+    notes.append(
+        f"noise: the checkpoint stores none; const planes are RandomState({ROSINALITY_NOISE_SEED}).randn(res, res) "
+        "per block, shared by its two layers as in rosinality's StyledConvBlock"
+    )
+    for key, t in state.items():
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"rosinality checkpoint: {key!r} holds NaN or Inf")
+    return cfg, state, notes, {"step": step, "resolution": 4 * 2**step}
+
+
+def rosinality_v1_to_state(sd: Mapping[str, Any], step: int) -> tuple[GeneratorConfigV1, dict[str, Tensor]]:
+    """Map a ``StyledGenerator`` state dict (blocks ``0..step``) onto :class:`GeneratorV1` (no ``w_avg``).
+
+    Equivalences (rosinality ``model.py`` -> :mod:`.networks_v1`); ``EqualLR`` scales ``weight_orig`` by
+    ``sqrt(2 / fan_in)``, ``fan_in = size(1) * weight[0][0].numel()``, on every equalised layer:
+
+    * ``style.{2k+1}`` (PixelNorm, then EqualLinear + LeakyReLU 0.2) -> ``mapping.fc{k}`` with
+      ``lr_multiplier = 1`` (gain ``sqrt(2) / sqrt(in)``): the weights as stored.
+    * Block ``i`` (``4 * 2**i`` px): ``conv1, noise1, lrelu1, adain1`` then ``conv2, noise2, lrelu2,
+      adain2`` -> layers ``b4.input`` / ``b4.conv`` or ``b{r}.conv0`` / ``b{r}.conv1`` (ws ``2i`` and
+      ``2i+1``). Bias then noise then leaky ReLU equals our noise, bias, activation.
+    * ``conv1.input`` -> ``b4.const``; the constant layer has no bias (zeros).
+    * ``conv1 = [Upsample, EqualConv2d, Blur]`` -> the non-fused up layer; ``[FusedUpsample, Blur]``
+      (weight ``[in, out, 3, 3]``, ``sqrt(2 / (in*9))``, padded 4-shift *average*) -> the fused one, whose
+      4-shift *sum* needs ``weight.transpose(0, 1) / 4``. Both add their bias before the blur
+      (``up_bias_before_blur``).
+    * ``noise{1,2}.weight_orig [1, C, 1, 1]``: ``EqualLR`` too, fan-in ``C``: strength ``* sqrt(2 / C)``.
+    * ``adain.style`` (gain ``sqrt(2)``; bias initialised to 1 for gamma) -> ``style`` (gain 1, ``s0 + 1``):
+      weight ``* sqrt(2)``, bias ``[:C] - 1``. ``nn.InstanceNorm2d`` eps 1e-5 (``instance_norm_eps``).
+    * ``to_rgb.{step}`` (gain ``sqrt(2)``) -> ``torgb`` (gain 1): weight ``* sqrt(2)``.
+    """
+
+    def take(name: str, ndim: int) -> Tensor:
+        t = sd.get(name)
+        if t is None:
+            raise CheckpointError(f"rosinality checkpoint is missing key {name!r}")
+        if not isinstance(t, Tensor):
+            raise CheckpointError(f"rosinality checkpoint: {name!r} is a {type(t).__name__}, not a tensor")
+        if t.ndim != ndim:
+            raise CheckpointError(f"rosinality checkpoint: {name!r} has shape {tuple(t.shape)}, expected {ndim} dims")
+        return t.detach().to(torch.float32)
+
+    n_mlp = len([k for k in sd if _R_STYLE_RE.match(k)])
+    if n_mlp == 0 or any(f"style.{2 * k + 1}.linear.weight_orig" not in sd for k in range(n_mlp)):
+        raise CheckpointError("rosinality checkpoint: the style network is missing or not style.1, style.3, ...")
+    z_dim = int(take("style.1.linear.weight_orig", 2).shape[1])
+    fmaps = int(take("style.1.linear.weight_orig", 2).shape[0])
+    w_dim = int(take(f"style.{2 * n_mlp - 1}.linear.weight_orig", 2).shape[0])
+
+    g = "generator.progression"
+    channels = [int(take(f"{g}.{i}.noise1.weight_orig", 4).shape[1]) for i in range(step + 1)]
+    fused_blocks = []
+    for i in range(1, step + 1):
+        if f"{g}.{i}.conv1.0.weight" in sd:
+            fused_blocks.append(True)
+        elif f"{g}.{i}.conv1.1.conv.weight_orig" in sd:
+            fused_blocks.append(False)
+        else:
+            raise UnsupportedArchitecture(f"unsupported architecture: block {i} is not an up-sampling StyledConvBlock")
+    resolutions = [4 * 2**i for i in range(step + 1)]
+    auto = [r >= 128 for r in resolutions[1:]]
+    fused: bool | str = "auto" if fused_blocks == auto else (all(fused_blocks) if len(set(fused_blocks)) == 1 else "")
+    if fused == "":
+        raise UnsupportedArchitecture(f"unsupported architecture: fused up-sampling at blocks {fused_blocks}")
+    img_channels = int(take(f"generator.to_rgb.{step}.conv.weight_orig", 4).shape[0])
+    try:
+        scfg = SynthesisConfigV1(
+            w_dim=w_dim,
+            img_resolution=resolutions[-1],
+            img_channels=img_channels,
+            channels=tuple(channels),
+            fused_scale=fused,
+            blur_filter=(1.0, 2.0, 1.0),
+            instance_norm_eps=1e-5,
+            up_bias_before_blur=True,
+        )
+        mcfg = MappingConfigV1(
+            z_dim=z_dim, c_dim=0, w_dim=w_dim, num_ws=scfg.num_ws, num_layers=n_mlp, layer_features=fmaps,
+            lr_multiplier=1.0,
+        )  # fmt: skip
+        cfg = GeneratorConfigV1(mapping=mcfg, synthesis=scfg, truncation_psi=0.7, truncation_cutoff=None)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"cannot derive the StyleGAN config from the rosinality checkpoint: {e}") from e
+    expected = expected_shapes_v1(cfg)
+    total = sum(math.prod(s) for s in expected.values())
+    if total > MAX_PARAMETERS:
+        raise CheckpointError(f"implausibly large generator: {total} parameters (limit {MAX_PARAMETERS})")
+
+    blur = blur_kernel((1, 2, 1))
+    state: dict[str, Tensor] = {}
+    for k in range(n_mlp):
+        state[f"mapping.fc{k}.weight"] = take(f"style.{2 * k + 1}.linear.weight_orig", 2)
+        state[f"mapping.fc{k}.bias"] = take(f"style.{2 * k + 1}.linear.bias", 1)
+    rs = np.random.RandomState(ROSINALITY_NOISE_SEED)
+    for i, res in enumerate(resolutions):
+        src = f"{g}.{i}"
+        C = channels[i]
+        plane = torch.from_numpy(rs.randn(res, res).astype(np.float32))
+        names = ("b4.input", "b4.conv") if i == 0 else (f"b{res}.conv0", f"b{res}.conv1")
+        for j, ours in enumerate(names, start=1):
+            p = f"synthesis.{ours}"
+            if j == 1 and i == 0:
+                state["synthesis.b4.const"] = take(f"{src}.conv1.input", 4)[0]
+                state[f"{p}.bias"] = torch.zeros([C])
+            elif j == 1 and fused_blocks[i - 1]:
+                state[f"{p}.weight"] = take(f"{src}.conv1.0.weight", 4).transpose(0, 1) / 4
+                state[f"{p}.bias"] = take(f"{src}.conv1.0.bias", 1)
+            else:
+                conv = f"{src}.conv1.1.conv" if j == 1 else f"{src}.conv2.conv"
+                state[f"{p}.weight"] = take(f"{conv}.weight_orig", 4)
+                state[f"{p}.bias"] = take(f"{conv}.bias", 1)
+            if j == 1 and i > 0:
+                bk = f"{src}.conv1.1.weight" if fused_blocks[i - 1] else f"{src}.conv1.2.weight"
+                buf = take(bk, 4)
+                if not torch.allclose(buf, blur.expand(int(buf.shape[0]), 1, 3, 3), atol=1e-6):
+                    raise UnsupportedArchitecture(f"unsupported architecture: {bk} is not the [1, 2, 1] blur")
+                state[f"{p}.blur_filter"] = blur.clone()
+            state[f"{p}.noise_const"] = plane.clone()
+            state[f"{p}.noise_strength"] = take(f"{src}.noise{j}.weight_orig", 4).reshape(-1) * math.sqrt(2 / C)
+            sw = take(f"{src}.adain{j}.style.linear.weight_orig", 2)
+            sb = take(f"{src}.adain{j}.style.linear.bias", 1).clone()
+            sb[:C] -= 1
+            state[f"{p}.style.weight"] = sw * math.sqrt(2)
+            state[f"{p}.style.bias"] = sb
+    state["synthesis.torgb.weight"] = take(f"generator.to_rgb.{step}.conv.weight_orig", 4) * math.sqrt(2)
+    state["synthesis.torgb.bias"] = take(f"generator.to_rgb.{step}.conv.bias", 1)
+    for key, shape in expected.items():
+        got = state.get(key)
+        if key != "mapping.w_avg" and got is None:
+            raise CheckpointError(f"rosinality checkpoint: nothing maps onto {key!r}")
+        if got is not None and tuple(got.shape) != shape:
+            raise CheckpointError(
+                f"rosinality checkpoint: the tensor for {key!r} has shape {tuple(got.shape)}, need {shape}"
+            )
+    return cfg, state
+
+
+def estimate_mean_style_rosinality(cfg: GeneratorConfigV1, state: Mapping[str, Tensor]) -> Tensor:
+    """rosinality ``generate.py``'s ``get_mean_style``: the mean of 10 ``style(randn(1024, z)).mean(0)``.
+
+    Made deterministic with ``torch.Generator().manual_seed(0)`` (CPU), the batches drawn in order.
+    """
+    mapping = MappingNetworkV1(cfg.mapping)
+    msd = {k[len("mapping.") :]: v for k, v in state.items() if k.startswith("mapping.") and k != "mapping.w_avg"}
+    msd["w_avg"] = torch.zeros([cfg.w_dim])
+    mapping.load_state_dict(msd, strict=True)
+    gen = torch.Generator().manual_seed(ROSINALITY_MEAN_SEED)
+    total = torch.zeros([cfg.w_dim], dtype=torch.float64)
+    with torch.no_grad():
+        for _ in range(ROSINALITY_MEAN_BATCHES):
+            z = torch.randn(ROSINALITY_MEAN_BATCH, cfg.z_dim, generator=gen)
+            total += mapping(z).mean(dim=0).to(torch.float64)
+    return (total / ROSINALITY_MEAN_BATCHES).to(torch.float32)

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Export a StyleGAN checkpoint to a styleserve model directory (mapping.onnx, synthesis.onnx, "
             "model.json, noise_const.npz). Checkpoints are read without executing any pickled code: official "
             "stylegan2-ada-pytorch / stylegan3 .pkl, TensorFlow StyleGAN (v1) .pkl, "
-            "rosinality stylegan2-pytorch .pt, or the styleserve "
+            "rosinality stylegan2-pytorch .pt, rosinality style-based-gan-pytorch (v1) .model/.pt, or the styleserve "
             "format (config.json + weights.safetensors). The export checks itself against PyTorch and writes "
             "nothing if it fails."
         ),
@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", *FORMATS],
         default="auto",
         help="checkpoint format (default: detect from the content)",
+    )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="rosinality-v1-pt only: the resolution trained to (default: the highest block with trained weights)",
     )
     p.add_argument("--fp16", action="store_true", help="also write synthesis_fp16.onnx (fp16 convolutions)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             from .checkpoints import load_generator_from
 
             kind = None if args.kind == "auto" else args.kind
-            G, ckpt = load_generator_from(args.checkpoint, kind=kind)
+            G, ckpt = load_generator_from(args.checkpoint, kind=kind, resolution=args.resolution)
             source = {
                 "file": Path(args.checkpoint).name,
                 "checkpoint_sha256": ckpt.sha256,

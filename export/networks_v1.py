@@ -9,11 +9,16 @@ and ``G_synthesis`` at the final resolution (``lod = 0``), and the truncation of
   after the activation: it is folded into the weight coefficient).
 * Synthesis: a learned constant ``[1, nf(1), 4, 4]``; every layer ends in the *epilogue*: noise
   (a ``[N or 1, 1, res, res]`` input times a learned per-channel weight), bias, activation,
-  instance norm (eps 1e-8), and style modulation ``x * (s0 + 1) + s1`` where ``[s0, s1]`` is an
+  instance norm (eps 1e-8; ``instance_norm_eps``), and style modulation ``x * (s0 + 1) + s1`` where ``[s0, s1]`` is an
   equalised-lr dense layer (gain 1) of that layer's ``w``. Up-sampling layers are
   ``blur(upscale2d_conv2d(x))``: nearest up-sampling then a 3x3 conv, or (``fused_scale``, by
   default from 128 px output) one transposed stride-2 conv with the padded, 4-tap summed weight.
   The image is the 1x1 ``ToRGB_lod0`` conv (gain 1) plus bias, at the final resolution.
+  rosinality/style-based-gan-pytorch generators are the same function up to two knobs
+  (``instance_norm_eps=1e-5``, ``up_bias_before_blur=True``: its up-sampling conv adds its bias
+  before the zero-padded blur, which scales the bias down at the image border); the rest of its
+  differences (gains, the ``/4`` of its fused weight, AdaIN bias ``+1``) fold into the weights
+  (see :mod:`styleserve.export.checkpoints_v1`).
 
 The layout is torch's: conv weights ``[out, in, kh, kw]``, dense weights ``[out, in]``. The names
 are our own (``synthesis.b8.conv0.weight`` ...); :data:`TF_NAMES` / :func:`tf_to_state` map the
@@ -79,6 +84,8 @@ class SynthesisConfigV1:
     activation: str = "lrelu"
     use_pixel_norm: bool = False
     use_instance_norm: bool = True
+    instance_norm_eps: float = 1e-8  # Official; rosinality's nn.InstanceNorm2d uses 1e-5.
+    up_bias_before_blur: bool = False  # rosinality: the up-sampling conv's bias is added before the blur.
 
     def __post_init__(self) -> None:
         r = self.img_resolution
@@ -340,6 +347,8 @@ class StyleLayerV1(nn.Module):
         self.activation = cfg.activation
         self.use_pixel_norm = cfg.use_pixel_norm
         self.use_instance_norm = cfg.use_instance_norm
+        self.instance_norm_eps = cfg.instance_norm_eps
+        self.bias_before_blur = kind == "up" and cfg.up_bias_before_blur
         self.fused = kind == "up" and cfg.fused_at(resolution)
         self.conv_dtype = torch.float32
         if kind != "input":
@@ -366,15 +375,19 @@ class StyleLayerV1(nn.Module):
             else:
                 x = F.conv2d(xin, wt, padding=1)
             x = x.to(torch.float32)
+            if self.bias_before_blur:
+                x = x + self.bias.reshape(1, -1, 1, 1)
             if self.use_blur:
                 x = blur2d(x, self.blur_filter)
         if self.use_noise and noise is not None:
             x = x + noise * self.noise_strength.reshape(1, -1, 1, 1)  # noise: [N or 1, 1, res, res]
-        x = activate_v1(x + self.bias.reshape(1, -1, 1, 1), self.activation)
+        if not self.bias_before_blur:
+            x = x + self.bias.reshape(1, -1, 1, 1)
+        x = activate_v1(x, self.activation)
         if self.use_pixel_norm:
             x = pixel_norm(x)
         if self.use_instance_norm:
-            x = instance_norm(x)
+            x = instance_norm(x, self.instance_norm_eps)
         style = self.style(w)  # [N, 2C]
         C = self.channels
         return x * (style[:, :C, None, None] + 1) + style[:, C:, None, None]

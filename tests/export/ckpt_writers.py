@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
 import pickle
+import re
 import sys
 import types
 from collections import OrderedDict
@@ -882,4 +884,268 @@ def dump_tf_pickle(obj: Any, path: Path, *, protocol: int = 4, numpy1: bool = Fa
             Numpy1Pickler(f, protocol=protocol).dump(obj)
         else:
             pickle.dump(obj, f, protocol=protocol)
+    return path
+
+
+# ----------------------------------------------------------------------------
+# rosinality/style-based-gan-pytorch (StyleGAN v1): the StyledGenerator's state-dict layout and an
+# independent forward pass written from its model.py (runtime-scaled weight_orig, F.instance_norm
+# eps 1e-5, explicit nearest up-sampling / padded-averaged transposed conv, bias before the blur).
+
+
+def _rv1_scale(w: torch.Tensor) -> float:
+    return math.sqrt(2 / (w.size(1) * w[0][0].numel()))  # EqualLR.compute_weight
+
+
+class _RV1Lin(nn.Module):
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        self.weight_orig = nn.Parameter(torch.randn(o, i))
+        self.bias = nn.Parameter(torch.zeros(o))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_orig * _rv1_scale(self.weight_orig), self.bias)
+
+
+class RV1EqualLinear(nn.Module):
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        self.linear = _RV1Lin(i, o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class _RV1Conv(nn.Module):
+    def __init__(self, i: int, o: int, k: int, padding: int) -> None:
+        super().__init__()
+        self.weight_orig = nn.Parameter(torch.randn(o, i, k, k))
+        self.bias = nn.Parameter(torch.zeros(o))
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight_orig * _rv1_scale(self.weight_orig), self.bias, padding=self.padding)
+
+
+class RV1EqualConv2d(nn.Module):
+    def __init__(self, i: int, o: int, k: int, padding: int = 0) -> None:
+        super().__init__()
+        self.conv = _RV1Conv(i, o, k, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class RV1FusedUpsample(nn.Module):
+    def __init__(self, i: int, o: int, k: int, padding: int = 0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(i, o, k, k))
+        self.bias = nn.Parameter(torch.zeros(o))
+        self.multiplier = math.sqrt(2 / (i * k * k))
+        self.pad = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.pad(self.weight * self.multiplier, [1, 1, 1, 1])
+        w = (w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]) / 4
+        return F.conv_transpose2d(x, w, self.bias, stride=2, padding=self.pad)
+
+
+class RV1Blur(nn.Module):
+    weight: torch.Tensor
+
+    def __init__(self, channel: int) -> None:
+        super().__init__()
+        w = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float32).view(1, 1, 3, 3)
+        w = w / w.sum()
+        self.register_buffer("weight", w.repeat(channel, 1, 1, 1))
+        self.register_buffer("weight_flip", torch.flip(w, [2, 3]).repeat(channel, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, padding=1, groups=x.shape[1])
+
+
+class RV1Upsample(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class RV1Noise(nn.Module):
+    def __init__(self, channel: int) -> None:
+        super().__init__()
+        self.weight_orig = nn.Parameter(torch.zeros(1, channel, 1, 1))  # equal_lr(NoiseInjection)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x + self.weight_orig * _rv1_scale(self.weight_orig) * noise
+
+
+class RV1AdaIN(nn.Module):
+    def __init__(self, channel: int, style_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channel)
+        self.style = RV1EqualLinear(style_dim, channel * 2)
+        self.style.linear.bias.data[:channel] = 1
+        self.style.linear.bias.data[channel:] = 0
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.style(style).unsqueeze(2).unsqueeze(3).chunk(2, 1)
+        return gamma * self.norm(x) + beta
+
+
+class RV1Constant(nn.Module):
+    def __init__(self, channel: int) -> None:
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channel, 4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.input.repeat(x.shape[0], 1, 1, 1)
+
+
+class RV1StyledConvBlock(nn.Module):
+    def __init__(self, i: int, o: int, style_dim: int, initial: bool = False, fused: bool = False) -> None:
+        super().__init__()
+        self.conv1: nn.Module
+        if initial:
+            self.conv1 = RV1Constant(i)
+        elif fused:
+            self.conv1 = nn.Sequential(RV1FusedUpsample(i, o, 3, padding=1), RV1Blur(o))
+        else:
+            self.conv1 = nn.Sequential(RV1Upsample(), RV1EqualConv2d(i, o, 3, padding=1), RV1Blur(o))
+        self.noise1, self.adain1, self.lrelu1 = RV1Noise(o), RV1AdaIN(o, style_dim), nn.LeakyReLU(0.2)
+        self.conv2 = RV1EqualConv2d(o, o, 3, padding=1)
+        self.noise2, self.adain2, self.lrelu2 = RV1Noise(o), RV1AdaIN(o, style_dim), nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        out = self.adain1(self.lrelu1(self.noise1(self.conv1(x), noise)), style)
+        return self.adain2(self.lrelu2(self.noise2(self.conv2(out), noise)), style)
+
+
+class RV1Generator(nn.Module):
+    def __init__(self, channels: list[int], style_dim: int, img_channels: int, fused_from: int) -> None:
+        super().__init__()
+        blocks = [RV1StyledConvBlock(channels[0], channels[0], style_dim, initial=True)]
+        for i in range(1, len(channels)):
+            blocks.append(RV1StyledConvBlock(channels[i - 1], channels[i], style_dim, fused=4 * 2**i >= fused_from))
+        self.progression = nn.ModuleList(blocks)
+        self.to_rgb = nn.ModuleList([RV1EqualConv2d(c, img_channels, 1) for c in channels])
+
+    def forward(
+        self, styles: list[torch.Tensor], noise: list[torch.Tensor], step: int, mixing_range: tuple[int, int]
+    ) -> torch.Tensor:
+        """``Generator.forward`` at ``alpha=1`` with an explicit ``mixing_range`` (no random crossover)."""
+        out = noise[0]
+        for i, (conv, to_rgb) in enumerate(zip(self.progression, self.to_rgb, strict=True)):
+            style_step = styles[1] if len(styles) > 1 and mixing_range[0] <= i <= mixing_range[1] else styles[0]
+            out = conv(out, style_step, noise[i])
+            if i == step:
+                return to_rgb(out)  # type: ignore[no-any-return]
+        raise AssertionError("step beyond the progression")
+
+
+class RosinalityV1StyledGenerator(nn.Module):
+    """``StyledGenerator`` with small channels: ``channels[i]`` at ``4 * 2**i`` px; ``fused_from`` px and
+    up use ``FusedUpsample`` (rosinality: 128)."""
+
+    def __init__(
+        self, z_dim: int, n_mlp: int, channels: list[int], img_channels: int = 3, fused_from: int = 128
+    ) -> None:
+        super().__init__()
+        self.generator = RV1Generator(channels, z_dim, img_channels, fused_from)
+        layers: list[nn.Module] = [PixelNormV1()]
+        for _ in range(n_mlp):
+            layers += [RV1EqualLinear(z_dim, z_dim), nn.LeakyReLU(0.2)]
+        self.style = nn.Sequential(*layers)
+        self.z_dim = z_dim
+
+    def forward(
+        self,
+        z: list[torch.Tensor],
+        noise: list[torch.Tensor],
+        step: int,
+        mean_style: torch.Tensor | None = None,
+        style_weight: float = 0.0,
+        mixing_range: tuple[int, int] = (-1, -1),
+    ) -> torch.Tensor:
+        styles = [self.style(i) for i in z]
+        if mean_style is not None:
+            styles = [mean_style + style_weight * (s - mean_style) for s in styles]
+        return self.generator(styles, noise, step, mixing_range)  # type: ignore[no-any-return]
+
+    def mean_style(self, z: torch.Tensor) -> torch.Tensor:
+        return self.style(z).mean(0, keepdim=True)  # type: ignore[no-any-return]
+
+
+class PixelNormV1(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
+
+
+def make_rosinality_v1(
+    seed: int, *, z_dim: int = 16, n_mlp: int = 3, channels: list[int] | None = None, step: int = 3,
+    fused_from: int = 128,
+) -> RosinalityV1StyledGenerator:  # fmt: skip
+    """Blocks ``0..step`` trained (random weights, biases, noise strengths); later blocks as initialised
+    (noise weights zero), like a run stopped at ``4 * 2**step`` px."""
+    channels = channels or [16, 16, 8, 8, 4]
+    G = RosinalityV1StyledGenerator(z_dim, n_mlp, channels, fused_from=fused_from)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            m = re.match(r"generator\.(?:progression|to_rgb)\.(\d+)\.", name)
+            if m and int(m.group(1)) > step:
+                continue
+            if name.endswith(("weight_orig", "weight", "input")) and "noise" not in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            elif "noise" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            else:  # Biases: AdaIN gamma around 1, the rest around 0; large enough to show the border blur.
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+        # A small constant and first noise: block 0's variance ~1e-5, where InstanceNorm's eps 1e-5 matters.
+        G.generator.progression[0].conv1.input.mul_(3e-3)  # type: ignore[union-attr, operator]
+        G.generator.progression[0].noise1.weight_orig.mul_(3e-3)  # type: ignore[union-attr, operator]
+        for rgb in G.generator.to_rgb:
+            rgb.conv.weight_orig.mul_(0.1)  # type: ignore[union-attr, operator]  # Images of order 1.
+    return G.eval().requires_grad_(False)
+
+
+def rosinality_v1_noise(G: RosinalityV1StyledGenerator, planes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-block noise ``[1, 1, r, r]`` for the reference: the given planes, zeros for the rest."""
+    out = list(planes)
+    for i in range(len(planes), len(G.generator.progression)):
+        out.append(torch.zeros(1, 1, 4 * 2**i, 4 * 2**i))
+    return out
+
+
+def write_rosinality_v1(
+    path: Path,
+    g_running: RosinalityV1StyledGenerator,
+    *,
+    layout: str = "phase",
+    legacy: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """``layout``: ``"phase"`` (``train.py`` at the end of a phase: generator, discriminator, optimisers,
+    g_running), ``"bare"`` (the periodic ``g_running.state_dict()``), ``"generator-only"``."""
+    sd = g_running.state_dict()
+    if layout == "bare":
+        obj: Any = sd
+    else:
+        g = copy.deepcopy(g_running).requires_grad_(True)
+        with torch.no_grad():
+            for p in g.parameters():
+                p.add_(0.01)
+        g_optim = torch.optim.Adam(g.generator.parameters(), lr=0.001, betas=(0.0, 0.99))
+        g_optim.add_param_group({"params": g.style.parameters(), "lr": 0.001 * 0.01, "mult": 0.01})
+        for p in g.parameters():
+            p.grad = torch.randn_like(p)
+        g_optim.step()
+        d = {"progression.0.conv1.0.conv.weight_orig": torch.randn(4, 3, 3, 3), "linear.linear.bias": torch.zeros(1)}
+        obj = {"generator": g.state_dict(), "discriminator": d, "g_optimizer": g_optim.state_dict(), "d_optimizer": {}}
+        if layout == "phase":
+            obj["g_running"] = sd
+        else:  # "generator-only": the raw weights are the ones compared.
+            obj["generator"] = sd
+    if extra:
+        obj = dict(obj)
+        obj.update(extra)
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     return path
