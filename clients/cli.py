@@ -145,27 +145,33 @@ def _tagged(tag: str) -> Callable[[str], tuple[str, str]]:
 # ---------------------------------------------------------------------------- parser
 
 
-def _connection_parent() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    conn = common.add_argument_group("connection")
-    conn.add_argument(
+def add_connection_args(
+    group: argparse._ArgumentGroup, *, timeout_default: float = 60.0, timeout_help: str = "deadline per call"
+) -> None:
+    """``--target --token --tls --ca-cert --timeout``, shared by every client command and ``styleserve batch``."""
+    group.add_argument(
         "--target",
         metavar="HOST:PORT",
         default=os.environ.get("STYLESERVE_TARGET") or DEFAULT_TARGET,
-        help="server address (env STYLESERVE_TARGET, default %(default)s)",
+        help="server address, or several comma-separated replicas (env STYLESERVE_TARGET, default %(default)s)",
     )
-    conn.add_argument(
+    group.add_argument(
         "--token", default=os.environ.get("STYLESERVE_TOKEN") or None, help="bearer token (env STYLESERVE_TOKEN)"
     )
-    conn.add_argument("--tls", action="store_true", help="connect with TLS")
-    conn.add_argument("--ca-cert", metavar="PATH", default=None, help="PEM root certificates (implies --tls)")
-    conn.add_argument(
+    group.add_argument("--tls", action="store_true", help="connect with TLS")
+    group.add_argument("--ca-cert", metavar="PATH", default=None, help="PEM root certificates (implies --tls)")
+    group.add_argument(
         "--timeout",
         type=_timeout_arg,
-        default=60.0,
+        default=timeout_default,
         metavar="SECONDS",
-        help="deadline per call, 0 = none (default 60)",
+        help=f"{timeout_help}, 0 = none (default {timeout_default:g})",
     )
+
+
+def _connection_parent() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    add_connection_args(common.add_argument_group("connection"))
     return common
 
 
