@@ -71,6 +71,9 @@ class ClientBase(Generic[C]):
         self._options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
+            # A name that resolves to several addresses (e.g. dns:///svc-headless:50051 in Kubernetes) spreads
+            # calls over all of them; the default pick_first would pin every call to one pod.
+            ("grpc.lb_policy_name", "round_robin"),
         ]
         self._credentials: grpc.ChannelCredentials | None = None
         if channel is not None:

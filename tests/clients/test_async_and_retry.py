@@ -408,3 +408,14 @@ def test_tls_and_token_with_both_clients(
                 await anonymous.list_models()
 
     asyncio.run(main())
+
+
+def test_one_name_with_several_addresses_is_balanced(start_server: Callable[..., ServerProcess], repo: Path) -> None:
+    """A target resolving to several addresses (a headless Service via dns:///) spreads calls: round_robin."""
+    a, b = start_server(repo), start_server(repo)
+    key = 'styleserve_requests_total{code="OK",method="Generate"}'
+    with Client([f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}"]) as c:
+        for i in range(10):
+            c.generate("tiny-uncond", [i], format="raw_uint8")
+    counts = (a.metrics().get(key, 0), b.metrics().get(key, 0))
+    assert sum(counts) == 10 and min(counts) >= 3, counts
