@@ -37,7 +37,14 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleServe"].full_name
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     n = config.max_message_bytes
-    return [("grpc.max_send_message_length", n), ("grpc.max_receive_message_length", n), ("grpc.so_reuseport", 0)]
+    opts = [("grpc.max_send_message_length", n), ("grpc.max_receive_message_length", n), ("grpc.so_reuseport", 0)]
+    if config.max_connection_age_s > 0:
+        # Clients reconnect (and re-resolve a headless Service) after this; in-flight calls get the grace period.
+        opts += [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(max(config.grace_s, 1.0) * 1000)),
+        ]
+    return opts
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:

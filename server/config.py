@@ -34,6 +34,7 @@ class ServerConfig:
     max_images_per_request: int = 64
     max_stream_images: int = 1_000_000
     max_message_bytes: int = 64 * MiB
+    max_connection_age_s: float = 0.0  # Close client connections after this long (0 = never), so DNS re-resolves.
     # w cache
     w_cache_bytes: int = 256 * MiB  # 0 disables the cache.
     w_cache_ttl_s: float = 0.0  # 0 = no expiry.
@@ -65,6 +66,7 @@ class ServerConfig:
         need(self.max_queue_images >= self.max_batch_size, "max_queue_images must be >= max_batch_size")
         need(self.max_images_per_request >= 1, "max_images_per_request must be >= 1")
         need(self.max_message_bytes >= MiB, "max_message_bytes must be >= 1 MiB")
+        need(self.max_connection_age_s >= 0, "max_connection_age_s must be >= 0")
         need(self.w_cache_bytes >= 0 and self.w_cache_ttl_s >= 0, "w cache size and TTL must be >= 0")
         need(0 <= self.png_compress_level <= 9, "png_compress_level must be in 0..9")
         need(self.grace_s >= 0 and self.drain_delay_s >= 0, "grace_s and drain_delay_s must be >= 0")
@@ -126,6 +128,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "max_queue_delay_ms": "how long a queued request waits for other in-flight requests to join its run "
         "(a lone request never waits)",
         "max_queue_images": "rows waiting per model and network before RESOURCE_EXHAUSTED",
+        "max_connection_age_s": "close each client connection after this many seconds (0 = never) so clients "
+        "re-resolve DNS and find new replicas; in-flight calls get a grace period",
         "w_cache_bytes": "w cache size in bytes, 0 disables it",
         "w_cache_ttl_s": "w cache entry lifetime in seconds, 0 = none",
         "grace_s": "seconds in-flight work may finish after SIGTERM",

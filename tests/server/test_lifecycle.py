@@ -279,3 +279,17 @@ def test_tls_and_token_auth(
             )
         )
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_connections_are_recycled_without_failing_calls(start_server: Callable[..., ServerProcess], repo: Path) -> None:
+    """--max-connection-age-s: the server closes connections (clients re-resolve DNS); calls keep succeeding."""
+    s = start_server(repo, "--max-connection-age-s", "0.3", "--grace-s", "2")
+    assert '"max_connection_age_s": 0.3' in s.log()
+    stub = s.stub()
+    end = time.monotonic() + 1.5
+    n = 0
+    while time.monotonic() < end:
+        assert len(stub.Generate(pb.GenerateRequest(model="tiny-uncond", seeds=[n]), timeout=10).images) == 1
+        n += 1
+        time.sleep(0.05)
+    assert n >= 10
