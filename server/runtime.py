@@ -72,10 +72,18 @@ class ModelRuntime:
         providers = select_providers(device, device_id)
         so = session_options(intra_op_threads)
         graph = m.synthesis_fp16 if fp16 and m.synthesis_fp16 else m.synthesis
-        self.mapping = self._open(m.mapping.file, so, providers, m.mapping.inputs, m.mapping.outputs)
+        # The mapping network is a few small dense layers (~2 MMAC per row for z/w dim 512): it runs on the
+        # calling thread. A second intra-op pool would keep spinning after each mapping run and take the cores
+        # from the synthesis run that follows (measured: map + synthesis of one 64 px FFHQ-like image took
+        # 71 ms with a 2-thread mapping pool on 2 cores, 40 ms with this; see docs/BENCHMARKS.md).
+        map_so = session_options(1)
+        self.mapping = self._open(m.mapping.file, map_so, providers, m.mapping.inputs, m.mapping.outputs)
         self.synthesis = self._open(graph.file, so, providers, graph.inputs, graph.outputs)
         self.synthesis_file = graph.file
         self.provider = self.synthesis.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            # onnxruntime-gpu lists the CUDA provider even when CUDA cannot start, then falls back to the CPU.
+            raise RuntimeError(f"{self.dir}: --device cuda asked for, but onnxruntime runs it on {self.provider}")
         self.device_id = device_id
         self.on_cuda = self.provider == "CUDAExecutionProvider"
         # IO binding (default on CUDA): the constant noise planes live on the device for good, outputs are

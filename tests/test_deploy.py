@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shlex
 from collections.abc import Iterator
@@ -532,7 +533,9 @@ def test_compose_gpu_and_cpu(stages: dict[str, Stage]) -> None:
     cfg = check_compose_server(g, stages, "server")
     c = cpu["services"]["styleserve"]
     assert "deploy" not in c
-    assert check_compose_server(c, stages, "server-cpu") == cfg
+    cpu_cfg = check_compose_server(c, stages, "server-cpu")
+    assert (cfg.device, cpu_cfg.device) == ("cuda", "cpu")  # The GPU host refuses a silent CPU fallback.
+    assert dataclasses.replace(cpu_cfg, device="cuda") == cfg
     assert set(cpu["services"]) == {"styleserve", "prometheus", "grafana"}
     (prom,) = load_all(DEPLOY / "prometheus" / "prometheus.yml")
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}

@@ -106,3 +106,12 @@ def test_io_binding_path_gives_the_same_images(tiny_cond_model: Path, rt: ModelR
         a = bound.run_synthesis(ws, noise, ("image", "image_uint8"))
         b = rt.run_synthesis(ws, noise, ("image", "image_uint8"))
         assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["image_uint8"], b["image_uint8"])
+
+
+def test_device_cuda_never_falls_back_to_the_cpu(tiny_cond_model: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA build of onnxruntime: covered on GPU hosts")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        ModelRuntime(tiny_cond_model, device="cuda")

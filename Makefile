@@ -1,0 +1,32 @@
+# Benchmarks (see bench/README.md and docs/BENCHMARKS.md). Nothing here asserts timings.
+PY ?= .venv/bin/python
+THREADS ?= 2
+RESULTS := bench/results
+
+.PHONY: bench bench-quick bench-networks bench-serve bench-1024
+
+## make bench: networks (64/256 px, batch 1/4/16) + serving matrix; prints tables, writes $(RESULTS)/*.json,
+## rewrites the generated section of docs/BENCHMARKS.md (about 8-10 min on 2 cores).
+bench: bench-networks bench-serve
+	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --command "make bench"
+
+bench-networks:
+	@mkdir -p $(RESULTS)
+	@echo "load average: $$(cat /proc/loadavg 2>/dev/null)"
+	$(PY) bench/networks_bench.py --threads $(THREADS) --json $(RESULTS)/networks.json
+
+bench-serve:
+	@mkdir -p $(RESULTS)
+	@echo "load average: $$(cat /proc/loadavg 2>/dev/null)"
+	$(PY) bench/serve_matrix.py --threads $(THREADS) --json $(RESULTS)/serve_matrix.json
+
+## A smoke run (about 2 min): 64 px only, short timings, 40 requests per row; does not touch the docs.
+bench-quick:
+	@mkdir -p $(RESULTS)
+	$(PY) bench/networks_bench.py --quick --threads $(THREADS) --json $(RESULTS)/networks-quick.json
+	$(PY) bench/serve_matrix.py --quick --threads $(THREADS) --json $(RESULTS)/serve_matrix-quick.json
+
+## 1024 px (channel_base 32768), batch 1 only: minutes for the export and verification alone.
+bench-1024:
+	@mkdir -p $(RESULTS)
+	$(PY) bench/networks_bench.py --resolutions 1024 --batches 1 --threads $(THREADS) --json $(RESULTS)/networks-1024.json
