@@ -483,7 +483,11 @@ def test_client_channel_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(grpc, "secure_channel", fake_secure)
     Client("h:1", root_certificates=b"PEM", max_message_bytes=1234)
     assert seen["creds"] == ("creds", b"PEM")
-    assert seen["options"] == {"grpc.max_send_message_length": 1234, "grpc.max_receive_message_length": 1234}
+    assert seen["options"] == {
+        "grpc.max_send_message_length": 1234,
+        "grpc.max_receive_message_length": 1234,
+        "grpc.lb_policy_name": "round_robin",
+    }
     with pytest.raises(ValueError, match="ready-made channel"):
         Client("h:1", tls=True, channel=FakeChannel())
     with pytest.raises(ValueError, match="whitespace"):
