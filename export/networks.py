@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -117,13 +117,35 @@ class SynthesisConfig:
         return 1 + 2 * (len(self.block_resolutions) - 1) + 1
 
 
-@dataclass(frozen=True)
-class GeneratorConfig:
-    mapping: MappingConfig
-    synthesis: SynthesisConfig
-    extra: dict[str, object] = field(default_factory=dict, compare=False)  # Informational only.
+class _MappingDims(Protocol):
+    @property
+    def z_dim(self) -> int: ...
+    @property
+    def c_dim(self) -> int: ...
+    @property
+    def w_dim(self) -> int: ...
+    @property
+    def num_ws(self) -> int: ...
 
-    def __post_init__(self) -> None:
+
+class _SynthesisDims(Protocol):
+    @property
+    def w_dim(self) -> int: ...
+    @property
+    def num_ws(self) -> int: ...
+    @property
+    def img_resolution(self) -> int: ...
+    @property
+    def img_channels(self) -> int: ...
+
+
+class GeneratorDims:
+    """The dims of a generator config, read from its mapping and synthesis configs (StyleGAN2 and v1)."""
+
+    mapping: _MappingDims
+    synthesis: _SynthesisDims
+
+    def check_dims(self) -> None:
         if self.mapping.w_dim != self.synthesis.w_dim:
             raise ValueError("mapping and synthesis w_dim differ")
         if self.mapping.num_ws != self.synthesis.num_ws:
@@ -152,6 +174,16 @@ class GeneratorConfig:
     @property
     def img_channels(self) -> int:
         return self.synthesis.img_channels
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(GeneratorDims):
+    mapping: MappingConfig
+    synthesis: SynthesisConfig
+    extra: dict[str, object] = field(default_factory=dict, compare=False)  # Informational only.
+
+    def __post_init__(self) -> None:
+        self.check_dims()
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .networks import GeneratorDims
+
 ARCHITECTURE = "stylegan"
 ACTIVATIONS_V1: dict[str, float] = {"lrelu": math.sqrt(2), "relu": math.sqrt(2)}  # name -> weight gain
 TRUNCATION_CUTOFF = 8  # The official G_style default.
@@ -120,7 +122,7 @@ class SynthesisConfigV1:
 
 
 @dataclass(frozen=True)
-class GeneratorConfigV1:
+class GeneratorConfigV1(GeneratorDims):
     mapping: MappingConfigV1
     synthesis: SynthesisConfigV1
     truncation_psi: float = TRUNCATION_PSI  # Recommended (official G_style defaults), informational.
@@ -130,34 +132,7 @@ class GeneratorConfigV1:
     architecture = ARCHITECTURE
 
     def __post_init__(self) -> None:
-        if self.mapping.w_dim != self.synthesis.w_dim:
-            raise ValueError("mapping and synthesis w_dim differ")
-        if self.mapping.num_ws != self.synthesis.num_ws:
-            raise ValueError(f"mapping num_ws {self.mapping.num_ws} != synthesis num_ws {self.synthesis.num_ws}")
-
-    @property
-    def z_dim(self) -> int:
-        return self.mapping.z_dim
-
-    @property
-    def c_dim(self) -> int:
-        return self.mapping.c_dim
-
-    @property
-    def w_dim(self) -> int:
-        return self.mapping.w_dim
-
-    @property
-    def num_ws(self) -> int:
-        return self.synthesis.num_ws
-
-    @property
-    def img_resolution(self) -> int:
-        return self.synthesis.img_resolution
-
-    @property
-    def img_channels(self) -> int:
-        return self.synthesis.img_channels
+        self.check_dims()
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
