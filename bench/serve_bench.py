@@ -45,6 +45,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from machine import cpu_busy, cpu_model  # bench/machine.py (bench/ is sys.path[0] for scripts)
 from PIL import Image
 from styleserve.clients import Client
 from styleserve.server.config import ServerConfig
@@ -311,32 +312,6 @@ def bench_grpc(
 
 
 # ------------------------------------------------------------------------------------------ main
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """Fraction of all cores busy over ``seconds`` (from /proc/stat), to flag other load on the machine."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        t0, i0 = sample()
-        time.sleep(seconds)
-        t1, i1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 1.0 - (i1 - i0) / (t1 - t0) if t1 > t0 else None
 
 
 def ensure_model(model_dir: Path) -> None:
