@@ -1,4 +1,5 @@
-"""The client library without a server: value types, tensors, images, error translation, request building, CLI."""
+"""The client library: value types, tensors, images and error translation (pure), and the requests it sends
+to a real server (recorded by a channel interceptor), CLI parsing and the generate command."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from harness import ServerProcess
 from PIL import Image
 from styleserve.clients import (
     Client,
@@ -303,93 +305,76 @@ def test_error_translation_without_call_info() -> None:
     assert err.code == grpc.StatusCode.UNKNOWN and err.details == "bare"
 
 
-# ---------------------------------------------------------------------------- client over a fake channel
+# ---------------------------------------------------------------------------- requests as sent to a real server
 
 
-class FakeStream:
-    def __init__(self, items: list[Any], error: Exception | None) -> None:
-        self.items, self.error, self.cancelled = items, error, False
-
-    def __iter__(self) -> Iterator[Any]:
-        yield from self.items
-        if self.error is not None:
-            raise self.error
-
-    def cancel(self) -> bool:
-        self.cancelled = True
-        return True
-
-
-class FakeChannel:
-    """Records calls by method name; ``responses[name]`` is a message or an exception (a list for streams)."""
+class Recorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Records (method, request, timeout, metadata) of every call on a real channel; keeps stream calls."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any, Any, Any]] = []
-        self.responses: dict[str, Any] = {}
-        self.streams: list[FakeStream] = []
-        self.stream_error: Exception | None = None
+        self.streams: list[Any] = []
 
-    def unary_unary(self, path: str, **kwargs: Any) -> Any:
-        name = path.rsplit("/", 1)[-1]
+    def _record(self, details: Any, request: Any) -> None:
+        name = details.method.rsplit("/", 1)[-1]
+        self.calls.append((name, request, details.timeout, tuple(details.metadata or ())))
 
-        def call(request: Any, timeout: Any = None, metadata: Any = None) -> Any:
-            self.calls.append((name, request, timeout, metadata))
-            resp = self.responses[name]
-            if isinstance(resp, Exception):
-                raise resp
-            return resp
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self._record(details, request)
+        return continuation(details, request)
 
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self._record(details, request)
+        call = continuation(details, request)
+        self.streams.append(call)
         return call
 
-    def unary_stream(self, path: str, **kwargs: Any) -> Any:
-        name = path.rsplit("/", 1)[-1]
 
-        def call(request: Any, timeout: Any = None, metadata: Any = None) -> FakeStream:
-            self.calls.append((name, request, timeout, metadata))
-            stream = FakeStream(self.responses[name], self.stream_error)
-            self.streams.append(stream)
-            return stream
-
-        return call
-
-    def close(self) -> None:
-        raise AssertionError("a borrowed channel must not be closed")
+@pytest.fixture
+def recorded(server: ServerProcess) -> Iterator[tuple[grpc.Channel, Recorder]]:
+    """A real channel to the shared test server, with every request recorded."""
+    rec = Recorder()
+    raw = grpc.insecure_channel(server.target)
+    yield grpc.intercept_channel(raw, rec), rec
+    raw.close()
 
 
-def _png_msg(w: int = 2, h: int = 2) -> pb.Image:
-    return pb.Image(data=b"png", format=pb.PNG, width=w, height=h, channels=3)
+COND, UNCOND = "tiny-cond", "tiny-uncond"  # tests/conftest.py: 32 px RGB with 10 classes; 16 px gray
 
 
-def test_client_builds_requests_and_sends_token() -> None:
-    ch = FakeChannel()
-    ch.responses["Generate"] = pb.SynthesizeResponse(images=[_png_msg(), _png_msg()])
+def test_client_builds_requests_and_sends_token(recorded: tuple[grpc.Channel, Recorder]) -> None:
+    ch, rec = recorded
     with Client("x", token="s3cret", timeout=5.0, channel=ch) as client:
-        imgs = client.generate("demo", [1, 2], class_index=3, psi=0.5, noise=Noise("none"), format="jpeg")
-        client.generate("demo", range(2), timeout=1.5)
-    assert [i.format for i in imgs] == ["png", "png"]
-    (name, req, timeout, md), (_, _, timeout2, _) = ch.calls
+        imgs = client.generate(COND, [1, 2], class_index=3, psi=0.5, noise=Noise("none"), format="jpeg")
+        client.generate(COND, range(2), class_index=0, timeout=1.5)
+    assert [i.format for i in imgs] == ["jpeg", "jpeg"]
+    (name, req, timeout, md), (_, _, timeout2, _) = rec.calls
     assert name == "Generate" and timeout == 5.0 and timeout2 == 1.5
     assert md == (("authorization", "Bearer s3cret"),)
     assert list(req.seeds) == [1, 2] and req.class_index == 3 and req.truncation.psi == 0.5
     assert not req.truncation.HasField("cutoff") and req.noise.mode == "none" and req.output.format == pb.JPEG
 
 
-def test_client_map_requests() -> None:
-    ch = FakeChannel()
-    w = np.ones(4, dtype=np.float32)
-    ch.responses["Map"] = pb.MapResponse(results=[pb.MappedW(w=tensor_to_proto(w), w_id="a"), pb.MappedW()])
+def test_client_map_requests(recorded: tuple[grpc.Channel, Recorder]) -> None:
+    ch, rec = recorded
     client = Client("x", channel=ch)
-    res = client.map("demo", seeds=[5, 6], class_index=[1, None], cache=True)
-    assert res[0].w is not None and np.array_equal(res[0].w, w) and res[0].w_id == "a"
-    assert res[1].w is None and res[1].w_id is None
-    req = ch.calls[0][1]
+    with pytest.raises(InvalidArgumentError) as info:  # The server needs a class for every latent.
+        client.map(COND, seeds=[5, 6], class_index=[1, None], cache=True)
+    assert info.value.field == "latents[1].class_index"
+    req = rec.calls[0][1]
     assert [lat.seed for lat in req.latents] == [5, 6] and req.return_w and req.cache
     assert req.latents[0].class_index == 1 and not req.latents[1].HasField("class_index")
-    assert ch.calls[0][3] == ()  # no token, no metadata
-    client.map("demo", zs=np.zeros((2, 3)), class_index=4)
-    zreq = ch.calls[1][1]
-    assert [lat.WhichOneof("source") for lat in zreq.latents] == ["z", "z"] and zreq.latents[1].class_index == 4
-    assert list(zreq.latents[0].z.shape) == [3]
+    assert rec.calls[0][3] == ()  # no token, no metadata
+    res = client.map(COND, seeds=[5, 6], class_index=[1, 2], cache=True)
+    assert res[0].w is not None and res[0].w.shape == (32,) and res[0].w_id
+    assert client.map(COND, seeds=[5], class_index=1)[0].w_id is None
+    assert np.array_equal(res[0].w, client.get_w(COND, res[0].w_id))
+    z = np.random.RandomState(5).randn(2, 32)
+    by_z = client.map(COND, zs=z, class_index=1)
+    zreq = rec.calls[-1][1]
+    assert [lat.WhichOneof("source") for lat in zreq.latents] == ["z", "z"] and zreq.latents[1].class_index == 1
+    assert list(zreq.latents[0].z.shape) == [32]
+    assert by_z[0].w is not None and np.allclose(by_z[0].w, res[0].w, atol=1e-6)  # z of seed 5, class 1
 
 
 @pytest.mark.parametrize(
@@ -403,95 +388,82 @@ def test_client_map_requests() -> None:
         ({"seeds": [-1]}, r"seeds\[0\]"),
     ],
 )
-def test_client_rejects_bad_map_arguments_before_any_rpc(kwargs: dict[str, Any], match: str) -> None:
-    ch = FakeChannel()
+def test_client_rejects_bad_map_arguments_before_any_rpc(
+    recorded: tuple[grpc.Channel, Recorder], kwargs: dict[str, Any], match: str
+) -> None:
+    ch, rec = recorded
     with pytest.raises(ValueError, match=match):
-        Client("x", channel=ch).map("demo", **kwargs)
-    assert ch.calls == []
+        Client("x", channel=ch).map(COND, **kwargs)
+    assert rec.calls == []
 
 
-def test_client_translates_rpc_errors() -> None:
-    ch = FakeChannel()
-    rpc_error = FakeRpcError(grpc.StatusCode.NOT_FOUND, "model 'nope' is not served")
-    ch.responses["GetModel"] = rpc_error
-    with pytest.raises(NotFoundError, match="model 'nope'") as info:
+def test_client_translates_rpc_errors(recorded: tuple[grpc.Channel, Recorder]) -> None:
+    ch, _ = recorded
+    with pytest.raises(NotFoundError, match="unknown model 'nope'") as info:
         Client("x", channel=ch).get_model("nope")
-    assert info.value.__cause__ is rpc_error
+    assert isinstance(info.value.__cause__, grpc.RpcError)
+    assert info.value.__cause__.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_client_grid_w_cache_and_synthesize() -> None:
-    ch = FakeChannel()
-    ch.responses["StyleMixGrid"] = pb.StyleMixGridResponse(cells=[_png_msg()] * 2, grid=_png_msg(4, 4))
-    ch.responses["PutW"] = pb.PutWResponse(w_id="id1")
-    ch.responses["GetW"] = pb.GetWResponse(w=tensor_to_proto(np.zeros((2, 3))))
-    ch.responses["DeleteW"] = pb.DeleteWResponse(deleted=True)
-    ch.responses["Synthesize"] = pb.SynthesizeResponse(images=[_png_msg()])
+def test_client_grid_w_cache_and_synthesize(recorded: tuple[grpc.Channel, Recorder]) -> None:
+    ch, rec = recorded
     client = Client("x", channel=ch)
-    grid = client.style_mix_grid("demo", [85, Source.from_w_id("r")], [55], col_styles=[0, 1])
-    assert len(grid.cells) == 2 and grid.grid is not None and grid.grid.width == 4
-    greq = ch.calls[0][1]
-    assert greq.rows[0].seed.seed == 85 and greq.rows[1].w_id == "r" and greq.cols[0].seed.seed == 55
+    w_id = client.put_w(UNCOND, np.zeros(32))
+    grid = client.style_mix_grid(UNCOND, [85, Source.from_w_id(w_id)], [55], col_styles=[0, 1])
+    assert len(grid.cells) == 2 and grid.grid is not None and grid.grid.width == 2 * 16
+    greq = rec.calls[-1][1]
+    assert greq.rows[0].seed.seed == 85 and greq.rows[1].w_id == w_id and greq.cols[0].seed.seed == 55
     assert list(greq.col_styles) == [0, 1] and greq.compose
     assert list(pb.StyleMixGridRequest(model="m").col_styles) == []
-    assert client.put_w("demo", np.zeros(3)) == "id1"
-    assert client.get_w("demo", "id1").shape == (2, 3)
-    assert client.delete_w("demo", "id1") is True
+    assert client.put_w(UNCOND, np.zeros(32)) == w_id  # Keyed by content.
+    assert client.get_w(UNCOND, w_id).shape == (32,)
+    assert client.delete_w(UNCOND, w_id) is True
     plan = Plan([Style(Source.from_seed(1)), Style(Source.from_seed(2), stop=4)])
-    assert len(client.synthesize("demo", [plan], return_ws=True)) == 1
-    sreq = ch.calls[-1][1]
+    assert len(client.synthesize(UNCOND, [plan], return_ws=True)) == 1
+    sreq = rec.calls[-1][1]
     assert len(sreq.plans) == 1 and sreq.plans[0].styles[1].stop == 4 and sreq.output.return_ws
     with pytest.raises(ValueError, match="Source or an int"):
-        client.style_mix_grid("demo", ["85"], [55])  # type: ignore[list-item]
+        client.style_mix_grid(UNCOND, ["85"], [55])  # type: ignore[list-item]
 
 
-def test_stream_generate_is_lazy_and_cancels() -> None:
-    ch = FakeChannel()
-    ch.responses["StreamGenerate"] = [
-        pb.StreamItem(index=i, seed=10 + i, image=_png_msg()) for i in range(3)
-    ]  # fmt: skip
+def test_stream_generate_is_lazy_and_cancels(recorded: tuple[grpc.Channel, Recorder]) -> None:
+    ch, rec = recorded
     client = Client("x", channel=ch)
-    it = client.stream_generate("demo", range(10, 13), psi=0.7)
-    assert ch.calls == []  # nothing sent until the first next()
+    it = client.stream_generate(UNCOND, range(10, 500), psi=0.7)
+    assert rec.calls == []  # nothing sent until the first next()
     first = next(it)
     assert (first.index, first.seed) == (0, 10)
-    req = ch.calls[0][1]
-    assert req.WhichOneof("work") == "seeds" and (req.seeds.start, req.seeds.stop) == (10, 13)
+    req = rec.calls[0][1]
+    assert req.WhichOneof("work") == "seeds" and (req.seeds.start, req.seeds.stop) == (10, 500)
     it.close()  # type: ignore[attr-defined]
-    assert ch.streams[0].cancelled
+    assert rec.streams[0].cancelled()
 
-    plans = [Plan([Style(Source.from_seed(1))])]
-    ch.stream_error = FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full")
-    with pytest.raises(ResourceExhaustedError):
-        list(client.stream_generate("demo", plans=plans))
-    assert ch.calls[-1][1].WhichOneof("work") == "plans"
+    plans = [Plan([Style(Source.from_seed(1), stop=2)])]  # Layers 2.. have no source: the server refuses.
+    with pytest.raises(InvalidArgumentError) as info:
+        list(client.stream_generate(UNCOND, plans=plans))
+    assert info.value.field == "plans.plans[0].styles"
+    assert rec.calls[-1][1].WhichOneof("work") == "plans"
     with pytest.raises(ValueError, match="exactly one"):
-        client.stream_generate("demo")
+        client.stream_generate(UNCOND)
     with pytest.raises(ValueError, match="step 1"):
-        client.stream_generate("demo", range(0, 10, 2))
+        client.stream_generate(UNCOND, range(0, 10, 2))
     with pytest.raises(ValueError, match="seed ranges"):
-        client.stream_generate("demo", plans=plans, psi=0.5)
+        client.stream_generate(UNCOND, plans=plans, psi=0.5)
 
 
-def test_client_channel_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-
-    def fake_secure(target: str, creds: Any, options: Any) -> FakeChannel:
-        seen.update(target=target, creds=creds, options=dict(options))
-        return FakeChannel()
-
-    monkeypatch.setattr(grpc, "ssl_channel_credentials", lambda root_certificates=None: ("creds", root_certificates))
-    monkeypatch.setattr(grpc, "secure_channel", fake_secure)
-    Client("h:1", root_certificates=b"PEM", max_message_bytes=1234)
-    assert seen["creds"] == ("creds", b"PEM")
-    assert seen["options"] == {
-        "grpc.max_send_message_length": 1234,
-        "grpc.max_receive_message_length": 1234,
-        "grpc.lb_policy_name": "round_robin",
-    }
+def test_client_message_size_limits(server: ServerProcess) -> None:
+    """max_message_bytes is set on the client's channels in both directions."""
+    with Client(server.target, max_message_bytes=1234) as client:
+        with pytest.raises(ResourceExhaustedError):
+            client.put_w(COND, np.zeros(1000))  # a 4 kB request
+        with pytest.raises(ResourceExhaustedError):
+            client.generate(COND, [1], class_index=0, format="raw_uint8")  # a 3 kB response
+    ready = grpc.insecure_channel(server.target)
     with pytest.raises(ValueError, match="ready-made channel"):
-        Client("h:1", tls=True, channel=FakeChannel())
+        Client("h:1", tls=True, channel=ready)
     with pytest.raises(ValueError, match="whitespace"):
-        Client("h:1", token="a b", channel=FakeChannel())
+        Client("h:1", token="a b", channel=ready)
+    ready.close()
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -543,52 +515,31 @@ def test_cli_argument_errors(argv: list[str], message: str, capsys: pytest.Captu
     assert info.value.code == 2 and message in capsys.readouterr().err
 
 
-class FakeClient:
-    """Stands in for Client inside the CLI; records generate() calls."""
-
-    instances: ClassVar[list[FakeClient]] = []
-
-    def __init__(self, target: str, **kwargs: Any) -> None:
-        self.target, self.kwargs = target, kwargs
-        self.generated: list[tuple[list[int], dict[str, Any]]] = []
-        FakeClient.instances.append(self)
-
-    def __enter__(self) -> FakeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def generate(self, model: str, seeds: list[int], **kwargs: Any) -> list[GeneratedImage]:
-        if model == "missing":
-            raise NotFoundError(grpc.StatusCode.NOT_FOUND, "unknown model 'missing'")
-        self.generated.append((list(seeds), kwargs))
-        return [GeneratedImage(b"img%d" % s, "png", 1, 1, 3) for s in seeds]
-
-
 def test_cli_generate_chunks_and_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    FakeClient.instances.clear()
-    monkeypatch.setattr(cli, "Client", FakeClient)
-    monkeypatch.setenv("STYLESERVE_TARGET", "env-host:1")
-    monkeypatch.setenv("STYLESERVE_TOKEN", "tok")
+    """20 seeds go out as Generate calls of 16 and 4 (seen in the server's metrics) and land as files."""
+    monkeypatch.setenv("STYLESERVE_TARGET", server.target)
+    monkeypatch.setenv("STYLESERVE_TOKEN", "tok")  # Sent; this server does not check tokens.
+    key = 'styleserve_requests_total{code="OK",method="Generate"}'
+    before = server.metrics()
     out = tmp_path / "imgs"
-    rc = cli.main(["generate", "--model", "demo", "--seeds", "0-19", "--psi", "0.7", "--out", str(out)])
+    rc = cli.main(["generate", "--model", UNCOND, "--seeds", "0-19", "--psi", "0.7", "--out", str(out)])
     assert rc == 0
-    (client,) = FakeClient.instances
-    assert client.target == "env-host:1" and client.kwargs["token"] == "tok" and client.kwargs["timeout"] == 60.0
-    assert [len(seeds) for seeds, _ in client.generated] == [16, 4]
-    assert client.generated[0][1]["psi"] == 0.7 and client.generated[0][1]["noise"] is None
+    after = server.metrics()
+    assert after[key] - before.get(key, 0) == 2
+    assert (
+        after['styleserve_batch_size_sum{model="tiny-uncond",network="synthesis"}']
+        - before.get('styleserve_batch_size_sum{model="tiny-uncond",network="synthesis"}', 0)
+        == 20
+    )
     assert sorted(os.listdir(out)) == [f"seed{s:04d}.png" for s in range(20)]
-    assert (out / "seed0007.png").read_bytes() == b"img7"
+    with Client(server.target) as client:
+        assert (out / "seed0007.png").read_bytes() == client.generate(UNCOND, [7], psi=0.7)[0].data
     assert len(capsys.readouterr().out.splitlines()) == 20
 
 
-def test_cli_server_error_exits_1(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(cli, "Client", FakeClient)
-    rc = cli.main(["generate", "--model", "missing", "--seeds", "1", "--out", str(tmp_path)])
+def test_cli_server_error_exits_1(server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["generate", "--model", "missing", "--seeds", "1", "--out", str(tmp_path), "--target", server.target])
     err = capsys.readouterr().err
-    assert rc == 1 and err == "error: NOT_FOUND: unknown model 'missing'\n"
+    assert rc == 1 and err.startswith("error: NOT_FOUND: model: unknown model 'missing'") and "Traceback" not in err
