@@ -13,11 +13,11 @@ import numpy as np
 import numpy.typing as npt
 
 from styleserve.errors import InvalidArgument
-from styleserve.latent import SEED_MAX, check_psi
+from styleserve.latent import SEED_MAX, check_psi, z_from_seed
 from styleserve.manifest import ModelManifest
 from styleserve.v1 import styleserve_pb2 as pb
 
-from .runtime import NoiseSpec
+from .runtime import IMAGE_FLOAT, IMAGE_UINT8, NoiseSpec
 
 F32 = npt.NDArray[np.float32]
 
@@ -43,6 +43,22 @@ class Truncation:
     @property
     def is_identity(self) -> bool:
         return self.psi == 1.0 or self.cutoff == 0
+
+
+@dataclass(frozen=True)
+class Latent:
+    """One latent to map: a seed (the official rule) or an explicit z, with its class."""
+
+    seed: int | None = None
+    z: F32 | None = None  # [z_dim]
+    class_index: int | None = None
+
+    def z_value(self, z_dim: int) -> F32:
+        """The z itself, or the official z of the seed. ``# [z_dim]``"""
+        if self.z is not None:
+            return self.z
+        assert self.seed is not None
+        return z_from_seed(self.seed, z_dim)
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,11 @@ class Output:
     format: str  # png | jpeg | raw_uint8 | raw_float32
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     return_ws: bool = False
+
+    @property
+    def graph_output(self) -> str:
+        """The synthesis output it is encoded from: float NCHW for raw_float32, uint8 NHWC otherwise."""
+        return IMAGE_FLOAT if self.format == "raw_float32" else IMAGE_UINT8
 
 
 # ------------------------------------------------------------------------------------------ tensors
@@ -174,7 +195,17 @@ def count(n: int, limit: int, field: str) -> int:
     return n
 
 
-# ------------------------------------------------------------------------------------- styles / plans
+# ------------------------------------------------------------------------------------- latents / styles / plans
+
+
+def latent(m: ModelManifest, lat: pb.Latent, field: str) -> Latent:
+    cls = class_value(m, lat.HasField("class_index"), lat.class_index, f"{field}.class_index")
+    kind = lat.WhichOneof("source")
+    if kind == "seed":
+        return Latent(seed=seed_value(lat.seed, f"{field}.seed"), class_index=cls)
+    if kind == "z":
+        return Latent(z=tensor_from_proto(lat.z, f"{field}.z", [(m.z_dim,)]), class_index=cls)
+    raise InvalidArgument(field, "needs a seed or z")
 
 
 def source(m: ModelManifest, s: pb.StyleSource, field: str) -> Source:

@@ -23,16 +23,16 @@ import numpy as np
 import numpy.typing as npt
 
 from styleserve.errors import InvalidArgument, NotFound, Unavailable
-from styleserve.latent import broadcast_ws, class_labels, truncate_rows, z_from_seed
+from styleserve.latent import broadcast_ws, class_labels, truncate_rows
 from styleserve.manifest import ModelManifest
 from styleserve.v1 import styleserve_pb2 as pb
 
 from .batcher import Batcher
 from .config import ServerConfig
-from .convert import Output, Plan, Source, Truncation, model_info
+from .convert import Latent, Output, Plan, Source, Truncation, model_info
 from .imaging import encode
 from .metrics import Metrics
-from .runtime import IMAGE_FLOAT, IMAGE_UINT8, ModelRuntime, NoiseSpec
+from .runtime import ModelRuntime, NoiseSpec
 from .wcache import WCache, content_key
 
 log = logging.getLogger("styleserve.server")
@@ -173,46 +173,40 @@ class Engine:
         parts = [(payload(a, min(n, a + step)), min(n, a + step) - a) for a in range(0, n, step)]
         return await batcher.submit_all(parts, deadline)
 
+    @staticmethod
+    def latent_key(sm: ServedModel, lat: Latent) -> str:
+        """The w cache key of a mapped latent: model + seed (or z bytes) + class."""
+        if lat.seed is not None:
+            return content_key(sm.name, "seed", lat.seed, lat.class_index)
+        assert lat.z is not None
+        return content_key(sm.name, "z", lat.z.tobytes(), lat.class_index)
+
     async def map_latents(
-        self,
-        sm: ServedModel,
-        z: F32,
-        classes: Sequence[int | None],
-        keys: Sequence[str | None],
-        deadline: float | None,
-    ) -> F32:
-        """z ``[N, z_dim]`` -> w ``[N, w_dim]``; rows with a cached key skip the mapping network."""
+        self, sm: ServedModel, latents: Sequence[Latent], deadline: float | None
+    ) -> tuple[F32, list[str]]:
+        """Latents -> w ``[N, w_dim]`` and their cache keys; cached ones skip z and the mapping network."""
         m = sm.manifest
-        w = np.empty((len(z), m.w_dim), np.float32)
+        keys = [self.latent_key(sm, lat) for lat in latents]
+        w = np.empty((len(latents), m.w_dim), np.float32)
         miss: list[int] = []
         for i, key in enumerate(keys):
-            hit = self.cache.get(key, sm.name) if key is not None else None
+            hit = self.cache.get(key, sm.name)
             if hit is None:
                 miss.append(i)
             else:
                 w[i] = hit
         if miss:
-            zm = np.ascontiguousarray(z[miss])
-            cm = class_labels([classes[i] for i in miss], m.c_dim) if m.c_dim else None
+            todo = [latents[i] for i in miss]
+            z = np.stack([lat.z_value(m.z_dim) for lat in todo])
+            c = class_labels([lat.class_index for lat in todo], m.c_dim) if m.c_dim else None
             parts = await self._chunked(
-                sm.mapping, len(miss), lambda a, b: (zm[a:b], None if cm is None else cm[a:b]), deadline
+                sm.mapping, len(miss), lambda a, b: (z[a:b], None if c is None else c[a:b]), deadline
             )
             mapped = np.concatenate(parts)
             w[miss] = mapped
             for j, i in enumerate(miss):
-                key = keys[i]
-                if key is not None:
-                    self.cache.put(key, sm.name, mapped[j])
-        return w
-
-    async def map_seeds(
-        self, sm: ServedModel, seeds: Sequence[int], classes: Sequence[int | None], deadline: float | None
-    ) -> F32:
-        """The official seed rule through the cache. ``# [N, w_dim]``"""
-        z_dim = sm.manifest.z_dim
-        z = np.stack([z_from_seed(s, z_dim) for s in seeds]) if seeds else np.empty((0, z_dim), np.float32)
-        keys = [content_key(sm.name, "seed", s, c) for s, c in zip(seeds, classes, strict=True)]
-        return await self.map_latents(sm, z, classes, keys, deadline)
+                self.cache.put(keys[i], sm.name, mapped[j])
+        return w, keys
 
     def truncate(self, sm: ServedModel, w: F32, truncations: Sequence[Truncation]) -> F32:
         """w ``[N, w_dim]`` -> ws ``[N, num_ws, w_dim]`` with each row's psi and cutoff."""
@@ -242,9 +236,7 @@ class Engine:
                 out[i] = hit if hit.ndim == 2 else hit[None]
         if seeded:
             src = [sources[i] for i in seeded]
-            w = await self.map_seeds(
-                sm, [int(s.seed) for s in src if s.seed is not None], [s.class_index for s in src], deadline
-            )
+            w, _ = await self.map_latents(sm, [Latent(seed=s.seed, class_index=s.class_index) for s in src], deadline)
             out[seeded] = self.truncate(sm, w, [s.truncation for s in src])
         return out
 
@@ -264,13 +256,12 @@ class Engine:
     # ---------------------------------------------------------------------------- synthesis
 
     async def synthesize(
-        self, sm: ServedModel, ws: F32, noise: Sequence[NoiseSpec], out: Output, deadline: float | None
-    ) -> npt.NDArray[np.generic]:
-        """ws ``[N, num_ws, w_dim]`` -> uint8 ``[N, H, W, C]`` (float32 ``[N, C, H, W]`` for raw_float32)."""
-        name = IMAGE_FLOAT if out.format == "raw_float32" else IMAGE_UINT8
-        specs = tuple(noise)
-        parts = await self._chunked(sm.synthesis, len(ws), lambda a, b: (ws[a:b], specs[a:b], (name,)), deadline)
-        return np.concatenate([p[name] for p in parts])
+        self, sm: ServedModel, ws: F32, noise: Sequence[NoiseSpec], outputs: Sequence[str], deadline: float | None
+    ) -> Images:
+        """ws ``[N, num_ws, w_dim]`` -> the requested graph outputs (``image_uint8`` NHWC, ``image`` NCHW float)."""
+        specs, names = tuple(noise), tuple(outputs)
+        parts = await self._chunked(sm.synthesis, len(ws), lambda a, b: (ws[a:b], specs[a:b], names), deadline)
+        return {name: np.concatenate([p[name] for p in parts]) for name in names}
 
     async def encode(self, images: npt.NDArray[np.generic], out: Output) -> list[pb.Image]:
         """Encode each image in the encoding pool, in parallel."""

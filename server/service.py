@@ -21,14 +21,14 @@ import numpy.typing as npt
 
 from styleserve.errors import InvalidArgument, Overloaded
 from styleserve.grid import DEFAULT_COL_STYLES, compose_grid, mix_grid_ws
-from styleserve.latent import SEED_MAX, z_from_seed
+from styleserve.latent import SEED_MAX
 from styleserve.v1 import styleserve_pb2 as pb
 from styleserve.v1 import styleserve_pb2_grpc as pb_grpc
 
 from . import convert
 from .convert import Output, Source, tensor_from_proto, tensor_to_proto
 from .engine import Engine, ServedModel
-from .runtime import NoiseSpec
+from .runtime import IMAGE_UINT8, NoiseSpec
 from .status import status_for
 from .wcache import content_key
 
@@ -109,11 +109,6 @@ def _rpc_stream(
     return wrapper
 
 
-def _to_uint8(img: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
-    """float32 ``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, C]``, the graph's ``image_uint8`` rule."""
-    return np.clip(np.asarray(img) * 127.5 + 128, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-
-
 class StyleServeServicer(pb_grpc.StyleServeServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -128,6 +123,12 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
                 image.ws.CopyFrom(tensor_to_proto(row))
         self.engine.metrics.images.labels(sm.name).inc(len(encoded))
         return encoded
+
+    async def _render(
+        self, sm: ServedModel, ws: F32, noise: Sequence[NoiseSpec], out: Output, deadline: float | None
+    ) -> npt.NDArray[np.generic]:
+        """The images ``out`` is encoded from. ``# uint8 [N, H, W, C] or float32 [N, C, H, W]``"""
+        return (await self.engine.synthesize(sm, ws, noise, [out.graph_output], deadline))[out.graph_output]
 
     def _seed_sources(
         self, sm: ServedModel, seeds: Sequence[int], request: Any, field: str = "seeds", first_index: int = 0
@@ -161,27 +162,11 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         trunc = convert.truncation(m, request.truncation, "truncation")
         if not (request.return_w or request.cache):
             raise InvalidArgument("return_w", "set return_w and/or cache, or nothing comes back")
-        z = np.empty((n, m.z_dim), np.float32)
-        classes: list[int | None] = []
-        keys: list[str | None] = []
-        for i, lat in enumerate(request.latents):
-            f = f"latents[{i}]"
-            cls = convert.class_value(m, lat.HasField("class_index"), lat.class_index, f"{f}.class_index")
-            kind = lat.WhichOneof("source")
-            if kind == "seed":
-                seed = convert.seed_value(lat.seed, f"{f}.seed")
-                z[i] = z_from_seed(seed, m.z_dim)
-                keys.append(content_key(sm.name, "seed", seed, cls))
-            elif kind == "z":
-                z[i] = tensor_from_proto(lat.z, f"{f}.z", [(m.z_dim,)])
-                keys.append(content_key(sm.name, "z", z[i].tobytes(), cls))
-            else:
-                raise InvalidArgument(f, "needs a seed or z")
-            classes.append(cls)
-        w = await self.engine.map_latents(sm, z, classes, keys, _deadline(context))
+        latents = [convert.latent(m, lat, f"latents[{i}]") for i, lat in enumerate(request.latents)]
+        w, keys = await self.engine.map_latents(sm, latents, _deadline(context))
         if trunc.is_identity:
             rows: F32 = w
-            ids = list(keys)
+            ids = keys
         else:
             ws = self.engine.truncate(sm, w, [trunc] * n)
             rows = ws[:, 0] if trunc.cutoff_or(m.num_ws) >= m.num_ws else ws  # w [w_dim] or w+ [num_ws, w_dim]
@@ -193,7 +178,6 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
                 r.w.CopyFrom(tensor_to_proto(rows[i]))
             if request.cache:
                 key = ids[i]
-                assert key is not None
                 if not self.engine.cache.put(key, sm.name, rows[i]):
                     raise Overloaded(
                         f"cache: the w cache cannot hold a w (w_cache_bytes={self.engine.cache.max_bytes})"
@@ -212,7 +196,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         plans = [convert.plan(sm.manifest, p, f"plans[{i}]") for i, p in enumerate(request.plans)]
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
-        imgs = await self.engine.synthesize(sm, ws, [p.noise for p in plans], out, deadline)
+        imgs = await self._render(sm, ws, [p.noise for p in plans], out, deadline)
         return pb.SynthesizeResponse(images=await self._images(sm, imgs, ws, out))
 
     @_rpc
@@ -224,7 +208,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         sources = self._seed_sources(sm, list(request.seeds), request)
         deadline = _deadline(context)
         ws = await self.engine.resolve(sm, sources, deadline)
-        imgs = await self.engine.synthesize(sm, ws, [noise] * len(ws), out, deadline)
+        imgs = await self._render(sm, ws, [noise] * len(ws), out, deadline)
         return pb.SynthesizeResponse(images=await self._images(sm, imgs, ws, out))
 
     @_rpc
@@ -245,10 +229,12 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         src = await self.engine.resolve(sm, rows + cols, deadline)
         cells_ws = mix_grid_ws(src[:R], src[R:], col_styles)
         all_ws = np.concatenate([cells_ws, src]) if request.compose else cells_ws
-        imgs = await self.engine.synthesize(sm, all_ws, [noise] * len(all_ws), out, deadline)
+        names = {out.graph_output, IMAGE_UINT8} if request.compose else {out.graph_output}
+        images = await self.engine.synthesize(sm, all_ws, [noise] * len(all_ws), sorted(names), deadline)
+        imgs = images[out.graph_output]
         resp = pb.StyleMixGridResponse(cells=await self._images(sm, imgs[: R * C], cells_ws, out))
         if request.compose:
-            u8 = _to_uint8(imgs) if out.format == "raw_float32" else imgs
+            u8 = images[IMAGE_UINT8]
             canvas = compose_grid(u8[R * C : R * C + R], u8[R * C + R :], u8[: R * C])
             grid_out = Output("jpeg" if out.format == "jpeg" else "png", out.jpeg_quality)
             (grid,) = await self.engine.encode(canvas[None], grid_out)
@@ -341,7 +327,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         sources = self._seed_sources(sm, list(range(a, b)), request, "seeds", a - start)
         deadline = _deadline(context)
         ws = await self.engine.resolve(sm, sources, deadline)
-        imgs = await self.engine.synthesize(sm, ws, [noise] * len(ws), out, deadline)
+        imgs = await self._render(sm, ws, [noise] * len(ws), out, deadline)
         images = await self._images(sm, imgs, ws, out)
         return [pb.StreamItem(index=s - start, seed=s, image=img) for s, img in zip(range(a, b), images, strict=True)]
 
@@ -350,6 +336,6 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
     ) -> list[pb.StreamItem]:
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
-        imgs = await self.engine.synthesize(sm, ws, [p.noise for p in plans], out, deadline)
+        imgs = await self._render(sm, ws, [p.noise for p in plans], out, deadline)
         images = await self._images(sm, imgs, ws, out)
         return [pb.StreamItem(index=first + i, image=img) for i, img in enumerate(images)]
