@@ -702,17 +702,32 @@ class SynthesisNetwork(nn.Module):
 
     def make_noise(self, mode: str, batch: int = 1, seed: int = 0) -> list[Tensor | None]:
         """Noise inputs for a mode: 'const' (the buffers), 'none' (nothing) or 'random' (seeded)."""
-        from styleserve.latent import noise_from_seed
+        return noise_inputs([layer for _, layer in self.noise_layers()], mode, batch, seed)
 
-        layers = self.noise_layers()
-        if mode == "const":
-            return [layer.noise_const[None, None] if layer.use_noise else None for _, layer in layers]
-        if mode == "none":
-            return [None for _ in layers]
-        if mode == "random":
-            planes = noise_from_seed(seed, [layer.resolution for _, layer in layers])
-            return [torch.from_numpy(p).repeat(batch, 1, 1, 1) for p in planes]
-        raise ValueError(f"unknown noise mode {mode!r}")
+
+def noise_inputs(layers: Sequence[Any], mode: str, batch: int = 1, seed: int = 0) -> list[Tensor | None]:
+    """One noise input per noise layer (with ``noise_const``, ``use_noise``, ``resolution``) for a mode:
+    'const' (the buffers), 'none' (nothing) or 'random' (``styleserve.latent.noise_from_seed``)."""
+    from styleserve.latent import noise_from_seed
+
+    if mode == "const":
+        return [layer.noise_const[None, None] if layer.use_noise else None for layer in layers]
+    if mode == "none":
+        return [None for _ in layers]
+    if mode == "random":
+        planes = noise_from_seed(seed, [layer.resolution for layer in layers])
+        return [torch.from_numpy(p).repeat(batch, 1, 1, 1) for p in planes]
+    raise ValueError(f"unknown noise mode {mode!r}")
+
+
+def truncate_ws(w: Tensor, w_avg: Tensor, num_ws: int, psi: float, cutoff: int | None) -> Tensor:
+    """Broadcast w ``[N, w_dim]`` to ws ``[N, num_ws, w_dim]`` and truncate layers ``< cutoff`` (None = all)
+    toward ``w_avg`` as the official generators do: ``w_avg.lerp(w, psi)``, skipped at psi == 1."""
+    ws = w.unsqueeze(1).repeat([1, num_ws, 1])
+    if psi == 1:
+        return ws
+    stop = num_ws if cutoff is None else min(cutoff, num_ws)
+    return torch.cat([w_avg.lerp(ws[:, :stop], psi), ws[:, stop:]], dim=1)
 
 
 class Generator(nn.Module):
@@ -735,12 +750,7 @@ class Generator(nn.Module):
         noise_mode: str = "const",
     ) -> Tensor:
         """The official ``G(z, c, truncation_psi, truncation_cutoff, noise_mode)``."""
-        w = self.mapping(z, c)  # [N, w_dim]
-        ws = w.unsqueeze(1).repeat([1, self.num_ws, 1])  # [N, num_ws, w_dim]
-        if truncation_psi != 1:
-            avg = self.mapping.w_avg
-            stop = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            ws = torch.cat([avg.lerp(ws[:, :stop], truncation_psi), ws[:, stop:]], dim=1)
+        ws = truncate_ws(self.mapping(z, c), self.mapping.w_avg, self.num_ws, truncation_psi, truncation_cutoff)
         return self.synthesis(ws, self.synthesis.make_noise(noise_mode, batch=z.shape[0]))
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .networks import GeneratorDims
+from .networks import GeneratorDims, noise_inputs, truncate_ws
 
 ARCHITECTURE = "stylegan"
 ACTIVATIONS_V1: dict[str, float] = {"lrelu": math.sqrt(2), "relu": math.sqrt(2)}  # name -> weight gain
@@ -442,17 +442,7 @@ class SynthesisNetworkV1(nn.Module):
 
     def make_noise(self, mode: str, batch: int = 1, seed: int = 0) -> list[Tensor | None]:
         """Noise inputs for a mode: 'const' (the buffers), 'none' (nothing) or 'random' (seeded)."""
-        from styleserve.latent import noise_from_seed
-
-        layers = self.noise_layers()
-        if mode == "const":
-            return [layer.noise_const[None, None] if layer.use_noise else None for _, layer in layers]
-        if mode == "none":
-            return [None for _ in layers]
-        if mode == "random":
-            planes = noise_from_seed(seed, [layer.resolution for _, layer in layers])
-            return [torch.from_numpy(p).repeat(batch, 1, 1, 1) for p in planes]
-        raise ValueError(f"unknown noise mode {mode!r}")
+        return noise_inputs([layer for _, layer in self.noise_layers()], mode, batch, seed)
 
 
 class GeneratorV1(nn.Module):
@@ -482,11 +472,7 @@ class GeneratorV1(nn.Module):
 
         The official default cutoff is 8 (``G_style(truncation_cutoff=8)``).
         """
-        w = self.mapping(z, c)
-        ws = w.unsqueeze(1).repeat([1, self.num_ws, 1])
-        if truncation_psi != 1:
-            stop = self.num_ws if truncation_cutoff is None else min(truncation_cutoff, self.num_ws)
-            ws = torch.cat([self.mapping.w_avg.lerp(ws[:, :stop], truncation_psi), ws[:, stop:]], dim=1)
+        ws = truncate_ws(self.mapping(z, c), self.mapping.w_avg, self.num_ws, truncation_psi, truncation_cutoff)
         return self.synthesis(ws, self.synthesis.make_noise(noise_mode, batch=z.shape[0]))
 
 

@@ -87,11 +87,6 @@ class Batcher(Generic[P, R]):
         if self._task is not None:
             await self._task
 
-    async def submit(self, payload: P, rows: int, deadline: float | None = None) -> R:
-        """Queue ``payload`` (``rows`` rows, at most ``max_batch_rows``) and wait for its result."""
-        (result,) = await self.submit_all([(payload, rows)], deadline)
-        return result
-
     async def submit_all(self, parts: Sequence[tuple[P, int]], deadline: float | None = None) -> list[R]:
         """Queue one request's parts together and wait for all of them.
 

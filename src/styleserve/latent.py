@@ -95,14 +95,7 @@ def truncate(
     ws = np.asarray(ws, dtype=np.float32)
     if ws.ndim != 3:
         raise ValueError(f"ws must be [N, num_ws, w_dim], got shape {ws.shape}")
-    if np.ndim(psi) == 0 and float(psi) == 1.0:  # type: ignore[arg-type]
-        return ws.copy()  # The official code skips truncation at psi == 1.
-    psi_arr = np.asarray(psi, dtype=np.float32).reshape(-1, 1, 1)
-    avg = np.asarray(w_avg, dtype=np.float32).reshape(1, 1, -1)
-    out = ws.copy()
-    stop = ws.shape[1] if cutoff is None else max(0, min(int(cutoff), ws.shape[1]))
-    out[:, :stop] = avg + psi_arr * (ws[:, :stop] - avg)
-    return out
+    return truncate_rows(ws, w_avg, psi, ws.shape[1] if cutoff is None else int(cutoff))
 
 
 def truncate_rows(ws: F32, w_avg: F32, psi: npt.ArrayLike, cutoff: npt.ArrayLike) -> F32:
