@@ -1,8 +1,8 @@
 """The ``styleserve.v1.StyleServe`` servicer: thin methods over :mod:`.convert` and :class:`~.engine.Engine`.
 
-Every method is wrapped by :func:`_rpc`, which refuses work while warming or draining, turns the
-call's deadline into a monotonic time for the batchers, records metrics, and translates errors to
-status codes through :func:`.status.status_for` (the only place that does).
+Every method is wrapped by :func:`_rpc` or :func:`_rpc_stream`. Their :func:`_handling` refuses work
+while warming or draining, counts the call in flight for its model, records metrics, and translates
+errors to status codes through :func:`.status.status_for` (the only place that does).
 """
 
 from __future__ import annotations
@@ -45,35 +45,40 @@ def _deadline(context: Context) -> float | None:
     return None if left is None else time.monotonic() + left
 
 
+@contextlib.asynccontextmanager
+async def _handling(servicer: StyleServeServicer, method: str, request: Any, context: Context) -> AsyncIterator[None]:
+    """One RPC's bookkeeping: refuse while warming or draining, count it in flight for its model's batchers,
+    record metrics, and answer errors with the status code :func:`.status.status_for` gives."""
+    engine = servicer.engine
+    m = engine.metrics
+    t0 = time.perf_counter()
+    code = grpc.StatusCode.OK
+    m.inflight.inc()
+    try:
+        engine.check_serving()
+        sm = engine.models.get(getattr(request, "model", ""))
+        with sm.busy() if sm is not None else contextlib.nullcontext():
+            yield
+    except (asyncio.CancelledError, GeneratorExit):
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        code, details = status_for(exc, method)
+        await context.abort(code, details)  # Raises.
+    finally:
+        m.inflight.dec()
+        m.requests.labels(method, code.name).inc()
+        m.request_seconds.labels(method).observe(time.perf_counter() - t0)
+
+
 def _rpc(
     fn: Callable[[StyleServeServicer, Req, Context], Awaitable[Resp]],
 ) -> Callable[[StyleServeServicer, Req, Context], Awaitable[Resp]]:
-    method = fn.__name__
-
     @wraps(fn)
     async def wrapper(self: StyleServeServicer, request: Req, context: Context) -> Resp:
-        m = self.engine.metrics
-        t0 = time.perf_counter()
-        code = grpc.StatusCode.OK
-        m.inflight.inc()
-        try:
-            self.engine.check_serving()
-            sm = self.engine.models.get(getattr(request, "model", ""))
-            if sm is None:
-                return await fn(self, request, context)
-            with sm.busy():
-                return await fn(self, request, context)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            code, details = status_for(exc, method)
-            await context.abort(code, details)
-            raise  # unreachable: abort raises
-        finally:
-            m.inflight.dec()
-            m.requests.labels(method, code.name).inc()
-            m.request_seconds.labels(method).observe(time.perf_counter() - t0)
+        async with _handling(self, fn.__name__, request, context):
+            return await fn(self, request, context)
+        raise AssertionError("unreachable: errors abort the call")
 
     return wrapper
 
@@ -81,30 +86,11 @@ def _rpc(
 def _rpc_stream(
     fn: Callable[[StyleServeServicer, Req, Context], AsyncIterator[Resp]],
 ) -> Callable[[StyleServeServicer, Req, Context], AsyncIterator[Resp]]:
-    method = fn.__name__
-
     @wraps(fn)
     async def wrapper(self: StyleServeServicer, request: Req, context: Context) -> AsyncIterator[Resp]:
-        m = self.engine.metrics
-        t0 = time.perf_counter()
-        code = grpc.StatusCode.OK
-        m.inflight.inc()
-        try:
-            self.engine.check_serving()
-            sm = self.engine.models.get(getattr(request, "model", ""))
-            with sm.busy() if sm is not None else contextlib.nullcontext():
-                async for item in fn(self, request, context):
-                    yield item
-        except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            code, details = status_for(exc, method)
-            await context.abort(code, details)
-        finally:
-            m.inflight.dec()
-            m.requests.labels(method, code.name).inc()
-            m.request_seconds.labels(method).observe(time.perf_counter() - t0)
+        async with _handling(self, fn.__name__, request, context):
+            async for item in fn(self, request, context):
+                yield item
 
     return wrapper
 
