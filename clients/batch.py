@@ -78,7 +78,7 @@ import grpc
 from ._client import Client
 from ._errors import StyleServeRpcError
 from ._types import GeneratedImage, Noise
-from .cli import _positive_int, add_connection_args
+from .cli import add_connection_args, int_at_least
 
 __all__ = ["SeedSpans", "main", "parse_shard", "parse_spans"]
 
@@ -898,16 +898,6 @@ class Progress:
 # ---------------------------------------------------------------------------- command line
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -948,30 +938,34 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--model", required=True, help="model name (see 'styleserve models')")
     job.add_argument("--seeds", type=_spans_arg, required=True, help="seeds, e.g. 0-999999 or 0-99,500-599")
     job.add_argument("--psi", type=float, default=None, help="truncation psi (default 1 = none)")
-    job.add_argument("--cutoff", type=_nonneg_int, default=None, help="truncate only ws indices below this")
-    job.add_argument("--class", dest="class_index", type=_nonneg_int, default=None, help="class (conditional models)")
+    job.add_argument("--cutoff", type=int_at_least(0), default=None, help="truncate only ws indices below this")
+    job.add_argument(
+        "--class", dest="class_index", type=int_at_least(0), default=None, help="class (conditional models)"
+    )
     job.add_argument("--noise-mode", choices=["const", "none", "random"], default="const", help="default const")
-    job.add_argument("--noise-seed", type=_nonneg_int, default=None, help="seed for --noise-mode random (default 0)")
+    job.add_argument(
+        "--noise-seed", type=int_at_least(0), default=None, help="seed for --noise-mode random (default 0)"
+    )
     job.add_argument("--format", choices=["png", "jpeg"], default="png", help="image encoding (default png)")
-    job.add_argument("--jpeg-quality", type=_positive_int, default=None, help="1..100 with --format jpeg")
+    job.add_argument("--jpeg-quality", type=int_at_least(1), default=None, help="1..100 with --format jpeg")
 
     run = p.add_argument_group("running")
     run.add_argument("--out", required=True, metavar="DIR", help="output directory (images/, manifest.jsonl, job.json)")
-    run.add_argument("--streams", type=_positive_int, default=4, help="concurrent streams (default %(default)s)")
-    run.add_argument("--chunk", type=_positive_int, default=256, help="seeds per stream call (default %(default)s)")
+    run.add_argument("--streams", type=int_at_least(1), default=4, help="concurrent streams (default %(default)s)")
+    run.add_argument("--chunk", type=int_at_least(1), default=256, help="seeds per stream call (default %(default)s)")
     run.add_argument(
         "--shard", type=_shard_arg, default=(0, 1), metavar="I/N",
         help="do only the I-th (0-based) of N contiguous blocks of the seeds (default 0/1)",
     )  # fmt: skip
     run.add_argument(
-        "--retries", type=_nonneg_int, default=6, help="retries per chunk on transient errors (default %(default)s)"
+        "--retries", type=int_at_least(0), default=6, help="retries per chunk on transient errors (default %(default)s)"
     )
     run.add_argument(
         "--retry-backoff", type=_seconds, default=0.5, metavar="SECONDS",
         help="first retry's wait, doubling up to 30 s (default %(default)s)",
     )  # fmt: skip
     run.add_argument(
-        "--max-failed-chunks", type=_nonneg_int, default=16,
+        "--max-failed-chunks", type=int_at_least(0), default=16,
         help="start no new chunks after this many failed, 0 = never give up (default %(default)s)",
     )  # fmt: skip
     run.add_argument(
