@@ -85,13 +85,18 @@ from styleserve.export._pickle import (
 from styleserve.export.checkpoints_v1 import from_rosinality_v1, from_tf_pickle, looks_rosinality_v1, looks_tf
 from styleserve.export.networks import (
     ACTIVATIONS,
+    W_AVG_SAMPLES,
+    W_AVG_SEED,
     Generator,
     GeneratorConfig,
     MappingConfig,
     MappingNetwork,
     SynthesisConfig,
+    check_parameter_count,
     check_state_dict,
     expected_shapes,
+    load_mapping,
+    mean_w,
     setup_filter,
 )
 from styleserve.export.networks_v1 import GeneratorConfigV1, GeneratorV1, load_generator_v1
@@ -111,10 +116,6 @@ __all__ = [
 ]
 
 FORMATS = ("stylegan2-ada-pkl", "stylegan3-pkl", "stylegan-tf-pkl", "rosinality-pt", "rosinality-v1-pt", "styleserve")
-W_AVG_SAMPLES = 10000
-W_AVG_SEED = 0
-MAX_PARAMETERS = 2**31
-"""Refuse generators with more elements than this (~8 GiB in float32); StyleGAN2 1024 px has ~30M."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,22 +224,7 @@ def estimate_w_avg(
     Conditional models use class ``i % c_dim`` for sample ``i``. ``state`` needs the ``mapping.*``
     weights (``mapping.w_avg`` is ignored).
     """
-    mapping = MappingNetwork(cfg.mapping)
-    msd = {k[len("mapping.") :]: v for k, v in state.items() if k.startswith("mapping.") and k != "mapping.w_avg"}
-    msd["w_avg"] = torch.zeros([cfg.w_dim])
-    mapping.load_state_dict({k: v.to(torch.float32) for k, v in msd.items()}, strict=True)
-    rs = np.random.RandomState(seed)
-    z_all = rs.randn(num_samples, cfg.z_dim).astype(np.float32) if cfg.z_dim > 0 else None
-    total = torch.zeros([cfg.w_dim], dtype=torch.float64)
-    with torch.no_grad():
-        for start in range(0, num_samples, 2000):
-            stop = min(start + 2000, num_samples)
-            z = torch.from_numpy(z_all[start:stop]) if z_all is not None else torch.zeros([stop - start, 0])
-            c = None
-            if cfg.c_dim > 0:
-                c = torch.nn.functional.one_hot(torch.arange(start, stop) % cfg.c_dim, cfg.c_dim).to(torch.float32)
-            total += mapping(z, c).to(torch.float64).sum(dim=0)
-    return (total / num_samples).to(torch.float32)
+    return mean_w(load_mapping(MappingNetwork(cfg.mapping), state, cfg.w_dim), cfg.z_dim, cfg.c_dim, num_samples, seed)
 
 
 # ----------------------------------------------------------------------------
@@ -339,20 +325,13 @@ def _taps_from_filter(f: Tensor, where: str) -> tuple[float, ...]:
     return taps
 
 
-def _check_size(cfg: GeneratorConfig) -> None:
-    """Refuse configs whose tensors would not fit in memory (forged shapes, stride-0 views)."""
-    total = sum(math.prod(shape) for shape in expected_shapes(cfg).values())
-    if total > MAX_PARAMETERS:
-        raise CheckpointError(f"implausibly large generator: {total} parameters (limit {MAX_PARAMETERS})")
-
-
 def _finish(cfg: GeneratorConfig, state: dict[str, Tensor], source: str, notes: list[str]) -> dict[str, Tensor]:
     """Check keys and shapes, convert to float32, fill a missing ``mapping.w_avg``.
 
     Shapes are checked before any tensor is materialised, so a forged view cannot allocate more
     than the config's parameters.
     """
-    _check_size(cfg)
+    check_parameter_count(expected_shapes(cfg), source)
     estimate = "mapping.w_avg" not in state
     probe = dict(state)
     if estimate:
@@ -631,7 +610,7 @@ def _from_official(obj: Any) -> tuple[GeneratorConfig, dict[str, Tensor], str, s
         cfg = _official_config(G)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
         raise CheckpointError(f"cannot derive the generator config from {which}: {e}") from e
-    _check_size(cfg)
+    check_parameter_count(expected_shapes(cfg), f"official pickle ({which})")
 
     syn = mods["synthesis"]
     blocks = [c for n, c in _modules(syn).items() if _BLOCK_RE.match(n)]
@@ -802,7 +781,7 @@ def rosinality_to_official(
         z_dim=style_dim, c_dim=0, w_dim=style_dim, num_ws=synthesis.num_ws, num_layers=n_mlp, lr_multiplier=lr_mlp
     )
     cfg = GeneratorConfig(mapping=mapping, synthesis=synthesis)
-    _check_size(cfg)
+    check_parameter_count(expected_shapes(cfg), "rosinality checkpoint")
 
     state: dict[str, Tensor] = {}
     filt = setup_filter(taps)

@@ -31,6 +31,7 @@ from torch import Tensor
 from styleserve.errors import CheckpointError, UnsupportedArchitecture
 
 from ._pickle import NumpyArray, TFNetwork
+from .networks import W_AVG_SAMPLES, W_AVG_SEED, check_parameter_count, load_mapping, mean_w
 from .networks_v1 import (
     TRUNCATION_CUTOFF,
     TRUNCATION_PSI,
@@ -43,10 +44,6 @@ from .networks_v1 import (
     tf_layer_names,
     tf_to_state,
 )
-
-W_AVG_SAMPLES = 10000
-W_AVG_SEED = 0
-MAX_PARAMETERS = 2**31
 
 _RES_RE = re.compile(r"^(\d+)x\1/Conv1/weight$")
 _TORGB_RE = re.compile(r"^ToRGB_lod\d+/(weight|bias)$")
@@ -219,9 +216,7 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
         )
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"cannot derive the StyleGAN config from the TF pickle: {e}") from e
-    total = sum(math.prod(s) for s in expected_shapes_v1(cfg).values())
-    if total > MAX_PARAMETERS:
-        raise CheckpointError(f"implausibly large generator: {total} parameters (limit {MAX_PARAMETERS})")
+    check_parameter_count(expected_shapes_v1(cfg), "TF pickle")
 
     # Unused variables: the lower-resolution ToRGB layers are expected, anything else is not.
     used_s = {"lod", "4x4/Const/const", "ToRGB_lod0/weight", "ToRGB_lod0/bias"}
@@ -243,7 +238,7 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
         if got is not None and tuple(got.shape) != shape:
             raise CheckpointError(f"TF pickle: the variable for {key!r} has shape {tuple(got.shape)}, need {shape}")
     if avg is None:
-        state["mapping.w_avg"] = estimate_w_avg_v1(cfg, state)
+        state["mapping.w_avg"] = mean_w(load_mapping(MappingNetworkV1(cfg.mapping), state, cfg.w_dim), z_dim, cfg.c_dim)
         notes.append(
             f"dlatent_avg missing: w_avg estimated from {W_AVG_SAMPLES} mapping samples "
             f"(RandomState({W_AVG_SEED}).randn({W_AVG_SAMPLES}, {z_dim}))"
@@ -257,20 +252,6 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
         "synthesis": _plain(snet.static_kwargs),
     }
     return cfg, state, "G_style", notes, kwargs
-
-
-def estimate_w_avg_v1(cfg: GeneratorConfigV1, state: Mapping[str, Tensor], num_samples: int = W_AVG_SAMPLES) -> Tensor:
-    """Mean mapping output over ``RandomState(0).randn(num_samples, z_dim)`` (class ``i % c_dim``)."""
-    mapping = MappingNetworkV1(cfg.mapping)
-    msd = {k[len("mapping.") :]: v for k, v in state.items() if k.startswith("mapping.") and k != "mapping.w_avg"}
-    msd["w_avg"] = torch.zeros([cfg.w_dim])
-    mapping.load_state_dict(msd, strict=True)
-    z = torch.from_numpy(np.random.RandomState(W_AVG_SEED).randn(num_samples, cfg.z_dim).astype(np.float32))
-    c = None
-    if cfg.c_dim:
-        c = torch.nn.functional.one_hot(torch.arange(num_samples) % cfg.c_dim, cfg.c_dim).to(torch.float32)
-    with torch.no_grad():
-        return mapping(z, c).to(torch.float64).mean(dim=0).to(torch.float32)
 
 
 def _plain(x: Any, depth: int = 0) -> Any:
@@ -476,9 +457,7 @@ def rosinality_v1_to_state(sd: Mapping[str, Any], step: int) -> tuple[GeneratorC
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"cannot derive the StyleGAN config from the rosinality checkpoint: {e}") from e
     expected = expected_shapes_v1(cfg)
-    total = sum(math.prod(s) for s in expected.values())
-    if total > MAX_PARAMETERS:
-        raise CheckpointError(f"implausibly large generator: {total} parameters (limit {MAX_PARAMETERS})")
+    check_parameter_count(expected, "rosinality checkpoint")
 
     blur = blur_kernel((1, 2, 1))
     state: dict[str, Tensor] = {}
@@ -534,10 +513,7 @@ def estimate_mean_style_rosinality(cfg: GeneratorConfigV1, state: Mapping[str, T
 
     Made deterministic with ``torch.Generator().manual_seed(0)`` (CPU), the batches drawn in order.
     """
-    mapping = MappingNetworkV1(cfg.mapping)
-    msd = {k[len("mapping.") :]: v for k, v in state.items() if k.startswith("mapping.") and k != "mapping.w_avg"}
-    msd["w_avg"] = torch.zeros([cfg.w_dim])
-    mapping.load_state_dict(msd, strict=True)
+    mapping = load_mapping(MappingNetworkV1(cfg.mapping), state, cfg.w_dim)
     gen = torch.Generator().manual_seed(ROSINALITY_MEAN_SEED)
     total = torch.zeros([cfg.w_dim], dtype=torch.float64)
     with torch.no_grad():

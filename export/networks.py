@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from styleserve.errors import CheckpointError
+
 # ----------------------------------------------------------------------------
 # Configs (one frozen dataclass per network).
 
@@ -728,6 +730,46 @@ def truncate_ws(w: Tensor, w_avg: Tensor, num_ws: int, psi: float, cutoff: int |
         return ws
     stop = num_ws if cutoff is None else min(cutoff, num_ws)
     return torch.cat([w_avg.lerp(ws[:, :stop], psi), ws[:, stop:]], dim=1)
+
+
+W_AVG_SAMPLES = 10000
+W_AVG_SEED = 0
+MAX_PARAMETERS = 2**31
+"""Refuse generators with more elements than this (~8 GiB in float32); StyleGAN2 1024 px has ~30M."""
+
+
+def check_parameter_count(shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
+    """Refuse a config whose tensors would not fit in memory (forged shapes, stride-0 views)."""
+    total = sum(math.prod(shape) for shape in shapes.values())
+    if total > MAX_PARAMETERS:
+        raise CheckpointError(f"{source}: implausibly large generator: {total} parameters (limit {MAX_PARAMETERS})")
+
+
+def load_mapping(mapping: nn.Module, state: Mapping[str, Tensor], w_dim: int) -> nn.Module:
+    """``mapping`` (StyleGAN2 or v1) with the ``mapping.*`` weights of a generator state dict; ``w_avg`` zeroed."""
+    msd = {k[len("mapping.") :]: v for k, v in state.items() if k.startswith("mapping.") and k != "mapping.w_avg"}
+    msd["w_avg"] = torch.zeros([w_dim])
+    mapping.load_state_dict({k: v.to(torch.float32) for k, v in msd.items()}, strict=True)
+    return mapping
+
+
+def mean_w(
+    mapping: nn.Module, z_dim: int, c_dim: int, num_samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED
+) -> Tensor:
+    """Mean mapping output over ``RandomState(seed).randn(num_samples, z_dim)``, class ``i % c_dim`` for sample
+    ``i`` in conditional models: how ``w_avg`` is estimated when a checkpoint has none. ``# [w_dim]``"""
+    z_all = np.random.RandomState(seed).randn(num_samples, z_dim).astype(np.float32)
+    total: Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, num_samples, 2000):
+            stop = min(start + 2000, num_samples)
+            c = None
+            if c_dim > 0:
+                c = torch.nn.functional.one_hot(torch.arange(start, stop) % c_dim, c_dim).to(torch.float32)
+            part = mapping(torch.from_numpy(z_all[start:stop]), c).to(torch.float64).sum(dim=0)
+            total = part if total is None else total + part
+    assert total is not None
+    return (total / num_samples).to(torch.float32)
 
 
 class Generator(nn.Module):
