@@ -110,20 +110,26 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         self.engine.metrics.images.labels(sm.name).inc(len(encoded))
         return encoded
 
-    async def _render(
+    async def _draw(
         self, sm: ServedModel, ws: F32, noise: Sequence[NoiseSpec], out: Output, deadline: float | None
-    ) -> npt.NDArray[np.generic]:
-        """The images ``out`` is encoded from. ``# uint8 [N, H, W, C] or float32 [N, C, H, W]``"""
-        return (await self.engine.synthesize(sm, ws, noise, [out.graph_output], deadline))[out.graph_output]
+    ) -> list[pb.Image]:
+        """ws ``[N, num_ws, w_dim]`` -> encoded images (with their ws when asked for)."""
+        imgs = await self.engine.synthesize(sm, ws, noise, [out.graph_output], deadline)
+        return await self._images(sm, imgs[out.graph_output], ws, out)
 
-    def _seed_sources(
-        self, sm: ServedModel, seeds: Sequence[int], request: Any, field: str = "seeds", first_index: int = 0
-    ) -> list[Source]:
+    @staticmethod
+    def _seed_params(sm: ServedModel, request: Any) -> tuple[int | None, convert.Truncation]:
+        """The class and truncation of a seed request (Generate, StreamGenerate over seeds)."""
         m = sm.manifest
         cls = convert.class_value(m, request.HasField("class_index"), request.class_index, "class_index")
-        trunc = convert.truncation(m, request.truncation, "truncation")
+        return cls, convert.truncation(m, request.truncation, "truncation")
+
+    @staticmethod
+    def _seed_sources(
+        seeds: Sequence[int], cls: int | None, trunc: convert.Truncation, first_index: int = 0
+    ) -> list[Source]:
         return [
-            Source(f"{field}[{first_index + i}]", seed=convert.seed_value(s, f"{field}[{first_index + i}]"),
+            Source(f"seeds[{first_index + i}]", seed=convert.seed_value(s, f"seeds[{first_index + i}]"),
                    class_index=cls, truncation=trunc)
             for i, s in enumerate(seeds)
         ]  # fmt: skip
@@ -182,8 +188,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         plans = [convert.plan(sm.manifest, p, f"plans[{i}]") for i, p in enumerate(request.plans)]
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
-        imgs = await self._render(sm, ws, [p.noise for p in plans], out, deadline)
-        return pb.SynthesizeResponse(images=await self._images(sm, imgs, ws, out))
+        return pb.SynthesizeResponse(images=await self._draw(sm, ws, [p.noise for p in plans], out, deadline))
 
     @_rpc
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.SynthesizeResponse:
@@ -191,11 +196,10 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         convert.count(len(request.seeds), self.limit, "seeds")
         out = convert.output(request.output)
         noise = convert.noise(sm.manifest, request.noise, "noise")
-        sources = self._seed_sources(sm, list(request.seeds), request)
+        sources = self._seed_sources(list(request.seeds), *self._seed_params(sm, request))
         deadline = _deadline(context)
         ws = await self.engine.resolve(sm, sources, deadline)
-        imgs = await self._render(sm, ws, [noise] * len(ws), out, deadline)
-        return pb.SynthesizeResponse(images=await self._images(sm, imgs, ws, out))
+        return pb.SynthesizeResponse(images=await self._draw(sm, ws, [noise] * len(ws), out, deadline))
 
     @_rpc
     async def StyleMixGrid(self, request: pb.StyleMixGridRequest, context: Context) -> pb.StyleMixGridResponse:
@@ -277,10 +281,10 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
             if stop - start > limit:
                 raise InvalidArgument("seeds", f"{stop - start} seeds; the limit per stream is {limit}")
             noise = convert.noise(m, request.noise, "noise")
-            self._seed_sources(sm, [start], request)  # Validates class and truncation before streaming.
+            cls, trunc = self._seed_params(sm, request)  # Checked once, before anything streams.
             for a in range(start, stop, step):
-                b = min(stop, a + step)
-                chunks.append(partial(self._stream_seeds, sm, request, a, b, noise, out, context))
+                sources = self._seed_sources(range(a, min(stop, a + step)), cls, trunc, a - start)
+                chunks.append(partial(self._stream_seeds, sm, sources, a - start, a, noise, out, context))
         elif work == "plans":
             plans_pb = request.plans.plans
             n = len(plans_pb)
@@ -306,22 +310,18 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
                 fut.cancel()
 
     async def _stream_seeds(
-        self, sm: ServedModel, request: pb.StreamGenerateRequest, a: int, b: int, noise: NoiseSpec, out: Output,
+        self, sm: ServedModel, sources: list[Source], first: int, first_seed: int, noise: NoiseSpec, out: Output,
         context: Context,
     ) -> list[pb.StreamItem]:  # fmt: skip
-        start = request.seeds.start
-        sources = self._seed_sources(sm, list(range(a, b)), request, "seeds", a - start)
         deadline = _deadline(context)
         ws = await self.engine.resolve(sm, sources, deadline)
-        imgs = await self._render(sm, ws, [noise] * len(ws), out, deadline)
-        images = await self._images(sm, imgs, ws, out)
-        return [pb.StreamItem(index=s - start, seed=s, image=img) for s, img in zip(range(a, b), images, strict=True)]
+        images = await self._draw(sm, ws, [noise] * len(ws), out, deadline)
+        return [pb.StreamItem(index=first + i, seed=first_seed + i, image=img) for i, img in enumerate(images)]
 
     async def _stream_plans(
         self, sm: ServedModel, plans: list[convert.Plan], first: int, out: Output, context: Context
     ) -> list[pb.StreamItem]:
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
-        imgs = await self._render(sm, ws, [p.noise for p in plans], out, deadline)
-        images = await self._images(sm, imgs, ws, out)
+        images = await self._draw(sm, ws, [p.noise for p in plans], out, deadline)
         return [pb.StreamItem(index=first + i, image=img) for i, img in enumerate(images)]
