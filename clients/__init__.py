@@ -10,6 +10,8 @@ Imports neither torch nor onnxruntime (only grpc, protobuf, numpy and, for decod
         mixed = client.synthesize("ffhq", [Plan([Style(Source.from_seed(85)), Style(Source.from_seed(55), stop=7)])])
 """
 
+from styleserve.wire import tensor_from_proto, tensor_to_proto
+
 from ._async import AsyncClient
 from ._client import Client
 from ._errors import (
@@ -22,7 +24,6 @@ from ._errors import (
     UnavailableError,
 )
 from ._retry import RetryPolicy
-from ._tensor import tensor_from_proto, tensor_to_proto
 from ._types import (
     GeneratedImage,
     GridResult,

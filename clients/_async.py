@@ -21,10 +21,10 @@ import grpc.aio
 import numpy.typing as npt
 
 from styleserve.v1 import styleserve_pb2 as pb
+from styleserve.wire import F32
 
 from . import _requests as rq
 from ._client import ClientBase, health_check, health_status
-from ._tensor import F32
 from ._types import GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
 
 T = TypeVar("T")

@@ -15,10 +15,10 @@ import numpy.typing as npt
 
 from styleserve.v1 import styleserve_pb2 as pb
 from styleserve.v1 import styleserve_pb2_grpc as pb_grpc
+from styleserve.wire import F32
 
 from . import _requests as rq
 from ._retry import Attempts, RetryPolicy
-from ._tensor import F32
 from ._types import GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
 
 T = TypeVar("T")

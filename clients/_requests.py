@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from styleserve.v1 import styleserve_pb2 as pb
+from styleserve.wire import F32, tensor_from_proto, tensor_to_proto
 
-from ._tensor import F32, tensor_from_proto, tensor_to_proto
 from ._types import (
     GeneratedImage,
     GridResult,

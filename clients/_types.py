@@ -22,8 +22,7 @@ import numpy.typing as npt
 
 from styleserve.latent import SEED_MAX
 from styleserve.v1 import styleserve_pb2 as pb
-
-from ._tensor import tensor_from_proto, tensor_to_proto
+from styleserve.wire import tensor_from_proto, tensor_to_proto
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from styleserve import wire
 from styleserve.errors import InvalidArgument
 from styleserve.latent import SEED_MAX, check_psi, z_from_seed
 from styleserve.manifest import ModelManifest
@@ -107,27 +108,16 @@ def tensor_from_proto(t: pb.Tensor, field: str, shapes: list[tuple[int, ...]]) -
     if shape not in shapes:
         want = " or ".join(str(list(s)) for s in shapes)
         raise InvalidArgument(f"{field}.shape", f"must be {want}, got {list(shape)}")
-    need = 4 * math.prod(shape)
-    if len(t.data) != need:
-        raise InvalidArgument(f"{field}.data", f"shape {list(shape)} needs {need} bytes of float32, got {len(t.data)}")
-    arr = np.frombuffer(t.data, dtype="<f4").reshape(shape).astype(np.float32)
+    try:
+        arr = wire.tensor_from_proto(t)
+    except ValueError as exc:
+        raise InvalidArgument(f"{field}.data", str(exc)) from exc
     if not np.isfinite(arr).all():
         raise InvalidArgument(f"{field}.data", "contains NaN or Inf")
     return arr
 
 
-def tensor_to_proto(arr: npt.NDArray[np.generic]) -> pb.Tensor:
-    a = np.ascontiguousarray(arr, dtype="<f4")
-    return pb.Tensor(shape=list(a.shape), data=a.tobytes())
-
-
 # ------------------------------------------------------------------------------------------ scalars
-
-
-def check_model_name(name: str, field: str = "model") -> str:
-    if not name:
-        raise InvalidArgument(field, "is required")
-    return name
 
 
 def seed_value(seed: int, field: str) -> int:

@@ -24,9 +24,10 @@ from styleserve.grid import DEFAULT_COL_STYLES, compose_grid, mix_grid_ws
 from styleserve.latent import SEED_MAX
 from styleserve.v1 import styleserve_pb2 as pb
 from styleserve.v1 import styleserve_pb2_grpc as pb_grpc
+from styleserve.wire import tensor_to_proto
 
 from . import convert
-from .convert import Output, Source, tensor_from_proto, tensor_to_proto
+from .convert import Output, Source, tensor_from_proto
 from .engine import Engine, ServedModel
 from .runtime import IMAGE_UINT8, NoiseSpec
 from .status import status_for

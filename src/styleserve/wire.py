@@ -1,4 +1,5 @@
-"""numpy <-> ``styleserve.v1.Tensor`` (float32, little-endian, row-major)."""
+"""The wire format of tensors, shared by the server and the clients: numpy <-> ``styleserve.v1.Tensor``
+(float32, little-endian, row-major). Needs protobuf; ``import styleserve`` does not load it."""
 
 from __future__ import annotations
 
