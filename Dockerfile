@@ -15,7 +15,7 @@
 #   docker build --target export     -t styleserve:export .
 #
 # The server images run as uid 10001, serve every model directory under /models (mount it read-only),
-# listen for gRPC on 50051 and serve Prometheus /metrics on 9090. See docs/deploy.md.
+# listen for gRPC on 50051 and serve Prometheus /metrics on 9464. See docs/deploy.md.
 
 # ----------------------------------------------------------------------------------------------------
 # Python 3.11 images (the CPU server, the client, the exporter): a virtual environment at /opt/venv is
@@ -45,6 +45,8 @@ FROM py-build AS export-build
 # torch 2.13.0 as the CPU wheel (2.13.0+cpu satisfies the torch==2.13.0 pin) from the PyTorch CPU
 # index; the default PyPI torch wheel for Linux pulls in gigabytes of CUDA libraries.
 RUN pip install -c constraints.txt --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# A layer of its own: torch (hundreds of MB) stays cached while styleserve's own code changes.
+# hadolint ignore=DL3059
 RUN pip install -c constraints.txt ".[export]"
 
 # ----------------------------------------------------------------------------------------------------
@@ -72,11 +74,12 @@ COPY --from=cpu-build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /home/styleserve
 VOLUME ["/models"]
-ENV STYLESERVE_HOST=0.0.0.0 STYLESERVE_PORT=50051 STYLESERVE_METRICS_HOST=0.0.0.0 STYLESERVE_METRICS_PORT=9090
-EXPOSE 50051 9090
+ENV STYLESERVE_HOST=0.0.0.0 STYLESERVE_PORT=50051 STYLESERVE_METRICS_HOST=0.0.0.0 STYLESERVE_METRICS_PORT=9464
+EXPOSE 50051 9464
 # grpc.health.v1 (service ""): SERVING once every model is warm; NOT_SERVING while warming up or draining.
+# Exec form (no shell): the port is spelled out; with another STYLESERVE_PORT, override it (--health-cmd).
 HEALTHCHECK --interval=15s --timeout=10s --start-period=120s --retries=3 \
-    CMD styleserve health --target "127.0.0.1:${STYLESERVE_PORT}" || exit 1
+    CMD ["styleserve", "health", "--target", "127.0.0.1:50051"]
 ENTRYPOINT ["styleserve", "serve", "/models"]
 
 # ----------------------------------------------------------------------------------------------------
@@ -84,8 +87,11 @@ ENTRYPOINT ["styleserve", "serve", "/models"]
 # metadata: nvidia-cuda-runtime~=13.0, nvidia-cudnn-cu13~=9.0); this base ships both. Host driver >= 580
 # (CUDA 13.x minor version compatibility) and the NVIDIA Container Toolkit. Ubuntu 24.04's Python is 3.12.
 FROM nvidia/cuda:13.1.1-cudnn-runtime-ubuntu24.04 AS gpu
+# The Ubuntu packages are not pinned (DL3008): the archive drops superseded versions, so a pin breaks the build
+# within weeks; the base image tag fixes the release, and every Python package is pinned by constraints.
 ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -99,7 +105,7 @@ COPY pyproject.toml README.md constraints.txt constraints-gpu.txt ./
 # The `server` extra with onnxruntime-gpu instead of onnxruntime (same module: never both), plus
 # nvidia-ml-py for the GPU memory metrics; then styleserve itself without its dependencies.
 RUN pip install -c constraints-gpu.txt onnxruntime-gpu grpcio grpcio-health-checking grpcio-reflection \
-    protobuf prometheus-client pillow numpy nvidia-ml-py
+    protobuf prometheus-client pillow fpng numpy nvidia-ml-py
 COPY src ./src
 COPY export ./export
 COPY server ./server
@@ -114,9 +120,9 @@ COPY --from=gpu-build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /home/styleserve
 VOLUME ["/models"]
-ENV STYLESERVE_HOST=0.0.0.0 STYLESERVE_PORT=50051 STYLESERVE_METRICS_HOST=0.0.0.0 STYLESERVE_METRICS_PORT=9090
-EXPOSE 50051 9090
+ENV STYLESERVE_HOST=0.0.0.0 STYLESERVE_PORT=50051 STYLESERVE_METRICS_HOST=0.0.0.0 STYLESERVE_METRICS_PORT=9464
+EXPOSE 50051 9464
 # Generous start period: loading, CUDA/cuDNN initialisation and the warm-up runs of every model.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
-    CMD styleserve health --target "127.0.0.1:${STYLESERVE_PORT}" || exit 1
+    CMD ["styleserve", "health", "--target", "127.0.0.1:50051"]
 ENTRYPOINT ["styleserve", "serve", "/models"]

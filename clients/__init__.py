@@ -25,6 +25,8 @@ from ._errors import (
 )
 from ._retry import RetryPolicy
 from ._types import (
+    DirectionSet,
+    Edit,
     GeneratedImage,
     GridResult,
     MappedW,
@@ -42,6 +44,8 @@ __all__ = [
     "AsyncClient",
     "Client",
     "DeadlineExceededError",
+    "DirectionSet",
+    "Edit",
     "GeneratedImage",
     "GridResult",
     "InvalidArgumentError",

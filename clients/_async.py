@@ -25,7 +25,8 @@ from styleserve.wire import F32
 
 from . import _requests as rq
 from ._client import ClientBase, health_check, health_status
-from ._types import GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
+from ._retry import Attempts
+from ._types import Edit, GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
 
 T = TypeVar("T")
 
@@ -113,10 +114,11 @@ class AsyncClient(ClientBase[grpc.aio.Channel]):
         cutoff: int | None = None,
         return_w: bool = True,
         cache: bool = False,
+        edits: Sequence[Edit] = (),
         timeout: float | None = None,
     ) -> list[MappedW]:
         """Seeds or explicit ``zs`` ``[N, z_dim]`` -> one :class:`MappedW` each (see :meth:`Client.map`)."""
-        request = rq.map_request(model, seeds, zs, class_index, psi, cutoff, return_w, cache)
+        request = rq.map_request(model, seeds, zs, class_index, psi, cutoff, return_w, cache, edits)
         return await self._unary(rq.MAP, request, timeout)
 
     async def generate(
@@ -133,9 +135,16 @@ class AsyncClient(ClientBase[grpc.aio.Channel]):
         return_ws: bool = False,
         timeout: float | None = None,
     ) -> list[GeneratedImage]:
-        """Seeds -> images, in seed order."""
-        request = rq.generate_request(model, seeds, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws)
-        return await self._unary(rq.GENERATE, request, timeout)
+        """Seeds -> images, in seed order; split into requests of ``REQUEST_CHUNK`` seeds as :meth:`Client.generate`."""
+        seeds = list(seeds)
+        options = (class_index, psi, cutoff, noise, format, jpeg_quality, return_ws)
+        rq.generate_request(model, seeds, *options)  # checks every seed before the first request
+        images: list[GeneratedImage] = []
+        for chunk in rq.chunks(seeds):
+            request = rq.generate_request(model, chunk, *options)
+            got: list[GeneratedImage] = await self._unary(rq.GENERATE, request, timeout)
+            images += got
+        return images
 
     async def synthesize(
         self,
@@ -193,26 +202,38 @@ class AsyncClient(ClientBase[grpc.aio.Channel]):
         jpeg_quality: int | None = None,
         return_ws: bool = False,
         timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> AsyncIterator[StreamResult]:
         """An async iterator of images as the server finishes them (see :meth:`Client.stream_generate`).
 
         Arguments are checked now; the call starts at the first ``__anext__`` and is cancelled when the
-        iterator is closed (``aclose()``) early.
+        iterator is closed (``aclose()``) early. Each item must arrive within ``idle_timeout`` seconds (default:
+        the client's ``timeout``); ``timeout`` (default None = none) bounds the whole stream.
         """
         request = rq.stream_request(
             model, seeds, plans, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws
         )
         self._check_open()
-        return self._stream(request, timeout)
+        idle = rq.check_idle_timeout(self.timeout if idle_timeout is None else idle_timeout)
+        return self._stream(request, timeout, idle)
 
-    async def _stream(self, request: pb.StreamGenerateRequest, timeout: float | None) -> AsyncIterator[StreamResult]:
-        for attempt in self._attempts(timeout):
+    async def _stream(
+        self, request: pb.StreamGenerateRequest, timeout: float | None, idle: float | None
+    ) -> AsyncIterator[StreamResult]:
+        self._check_open()
+        for attempt in Attempts(self.retry, timeout, next(self._round_robin), len(self.targets)):
             await asyncio.sleep(attempt.delay)
             with attempt.guard():
                 stub = self._stub(attempt.target)
                 call = stub.StreamGenerate(request, timeout=attempt.timeout(), metadata=self._metadata)
                 try:
-                    async for item in call:
+                    while True:
+                        try:
+                            item = await asyncio.wait_for(call.read(), idle)
+                        except asyncio.TimeoutError:
+                            raise rq.idle_deadline_error(idle) from None
+                        if item is grpc.aio.EOF:
+                            break
                         attempt.received = True
                         yield StreamResult.from_proto(item)
                 finally:

@@ -5,6 +5,7 @@ the asyncio client (:mod:`._async`): options, targets, round-robin and retries.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
@@ -19,7 +20,7 @@ from styleserve.wire import F32
 
 from . import _requests as rq
 from ._retry import Attempts, RetryPolicy
-from ._types import GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
+from ._types import Edit, GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
 
 T = TypeVar("T")
 C = TypeVar("C")  # the channel type: grpc.Channel or grpc.aio.Channel
@@ -74,6 +75,7 @@ class ClientBase(Generic[C]):
             # A name that resolves to several addresses (e.g. dns:///svc-headless:50051 in Kubernetes) spreads
             # calls over all of them; the default pick_first would pin every call to one pod.
             ("grpc.lb_policy_name", "round_robin"),
+            *self.retry.channel_options(),  # gRPC's own retries and retry budget (see _retry.py)
         ]
         self._credentials: grpc.ChannelCredentials | None = None
         if channel is not None:
@@ -210,14 +212,16 @@ class Client(ClientBase[grpc.Channel]):
         cutoff: int | None = None,
         return_w: bool = True,
         cache: bool = False,
+        edits: Sequence[Edit] = (),
         timeout: float | None = None,
     ) -> list[MappedW]:
         """Seeds or explicit ``zs`` ``[N, z_dim]`` -> one :class:`MappedW` each, in order.
 
         ``class_index`` is one class for all latents or one (or None) per latent; ``cache`` stores the ws
-        on the server and returns their ids.
+        on the server and returns their ids. ``edits`` (:class:`Edit`) move every w along semantic directions
+        after truncation; each result is then an edited w+ ``[num_ws, w_dim]``.
         """
-        request = rq.map_request(model, seeds, zs, class_index, psi, cutoff, return_w, cache)
+        request = rq.map_request(model, seeds, zs, class_index, psi, cutoff, return_w, cache, edits)
         return self._unary(rq.MAP, request, timeout)
 
     # ------------------------------------------------------------------------ images
@@ -236,9 +240,20 @@ class Client(ClientBase[grpc.Channel]):
         return_ws: bool = False,
         timeout: float | None = None,
     ) -> list[GeneratedImage]:
-        """Seeds -> images (mapping, truncation and synthesis on the server), in seed order."""
-        request = rq.generate_request(model, seeds, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws)
-        return self._unary(rq.GENERATE, request, timeout)
+        """Seeds -> images (mapping, truncation and synthesis on the server), in seed order.
+
+        More than :data:`REQUEST_CHUNK` seeds are sent as consecutive requests of that many (as the CLI does),
+        each with its own deadline, so any number of seeds stays within the server's per-request limit.
+        """
+        seeds = list(seeds)
+        options = (class_index, psi, cutoff, noise, format, jpeg_quality, return_ws)
+        rq.generate_request(model, seeds, *options)  # checks every seed before the first request
+        images: list[GeneratedImage] = []
+        for chunk in rq.chunks(seeds):
+            request = rq.generate_request(model, chunk, *options)
+            got: list[GeneratedImage] = self._unary(rq.GENERATE, request, timeout)
+            images += got
+        return images
 
     def synthesize(
         self,
@@ -300,29 +315,92 @@ class Client(ClientBase[grpc.Channel]):
         jpeg_quality: int | None = None,
         return_ws: bool = False,
         timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> Iterator[StreamResult]:
         """A seed range (step 1) or plans -> images as the server finishes them.
 
         Arguments are checked now; the call starts at the first ``next()`` and is cancelled if the iterator is
         closed early. ``class_index``, ``psi``, ``cutoff`` and ``noise`` apply to seed ranges only. A failed
         stream is retried (from the start) only while it has delivered nothing.
+
+        Deadlines: a stream may run for hours, so the client's per-call ``timeout`` does not bound it. Instead
+        each item must arrive within ``idle_timeout`` seconds (default: the client's ``timeout``; the time your
+        loop spends on an item does not count), else the stream is cancelled with
+        :class:`DeadlineExceededError`. ``timeout`` (default None = none) bounds the whole stream.
         """
         request = rq.stream_request(
             model, seeds, plans, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws
         )
         self._check_open()
-        return self._stream(request, timeout)
+        idle = rq.check_idle_timeout(self.timeout if idle_timeout is None else idle_timeout)
+        return self._stream(request, timeout, idle)
 
-    def _stream(self, request: pb.StreamGenerateRequest, timeout: float | None) -> Iterator[StreamResult]:
-        for attempt in self._attempts(timeout):
+    def _stream(
+        self, request: pb.StreamGenerateRequest, timeout: float | None, idle: float | None
+    ) -> Iterator[StreamResult]:
+        self._check_open()
+        for attempt in Attempts(self.retry, timeout, next(self._round_robin), len(self.targets)):
             time.sleep(attempt.delay)
             with attempt.guard():
                 stub = self._stubs[attempt.target]
                 call = stub.StreamGenerate(request, timeout=attempt.timeout(), metadata=self._metadata)
+                watchdog = IdleWatchdog(idle, call.cancel) if idle is not None else None
                 try:
                     for item in call:
                         attempt.received = True
+                        if watchdog is not None:
+                            watchdog.pause()  # the caller's time with the item does not count
                         yield StreamResult.from_proto(item)
+                        if watchdog is not None:
+                            watchdog.resume()
+                except grpc.RpcError:
+                    if watchdog is not None and watchdog.fired:
+                        raise rq.idle_deadline_error(idle) from None
+                    raise
                 finally:
+                    if watchdog is not None:
+                        watchdog.stop()
                     call.cancel()
                 return
+
+
+class IdleWatchdog:
+    """Calls ``cancel()`` once ``idle`` seconds pass without :meth:`resume` (from creation or the last resume);
+    :meth:`pause` holds the clock. One daemon thread per stream."""
+
+    def __init__(self, idle: float, cancel: Callable[[], Any]) -> None:
+        self._idle = idle
+        self._cancel = cancel
+        self._cond = threading.Condition()
+        self._deadline: float | None = time.monotonic() + idle
+        self._done = False
+        self.fired = False
+        threading.Thread(target=self._run, name="styleserve-stream-idle", daemon=True).start()
+
+    def pause(self) -> None:
+        with self._cond:
+            self._deadline = None
+
+    def resume(self) -> None:
+        with self._cond:
+            self._deadline = time.monotonic() + self._idle
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._done:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    self.fired = True
+                    break
+                self._cond.wait(left)
+        if self.fired:
+            self._cancel()

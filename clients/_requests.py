@@ -6,17 +6,21 @@ server) and returns the request message; each :class:`Unary` names an RPC and de
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
 from styleserve.v1 import styleserve_pb2 as pb
 from styleserve.wire import F32, tensor_from_proto, tensor_to_proto
 
+from ._errors import DeadlineExceededError
 from ._types import (
+    Edit,
     GeneratedImage,
     GridResult,
     MappedW,
@@ -100,6 +104,7 @@ def map_request(
     cutoff: int | None,
     return_w: bool,
     cache: bool,
+    edits: Sequence[Edit] = (),
 ) -> pb.MapRequest:
     if (seeds is None) == (zs is None):
         raise ValueError("give exactly one of seeds or zs")
@@ -123,8 +128,15 @@ def map_request(
         for i, (lat, c) in enumerate(zip(latents, classes, strict=True)):
             if c is not None:
                 lat.class_index = check_uint(c, f"class_index[{i}]")
+    if not all(isinstance(e, Edit) for e in edits):
+        raise ValueError("edits must be Edit values")
     return pb.MapRequest(
-        model=model, latents=latents, truncation=truncation_proto(psi, cutoff), return_w=return_w, cache=cache
+        model=model,
+        latents=latents,
+        truncation=truncation_proto(psi, cutoff),
+        return_w=return_w,
+        cache=cache,
+        edits=[e.to_proto() for e in edits],
     )
 
 
@@ -227,15 +239,68 @@ def stream_request(
 # ---------------------------------------------------------------------------- targets and health
 
 
+REQUEST_CHUNK = 16
+"""Seeds per ``Generate`` request when a call has more (the CLI and :meth:`Client.generate` split alike); the
+server's default ``--max-images-per-request`` is 64 and its default batch 16."""
+
+
+def chunks(items: Sequence[T], size: int = REQUEST_CHUNK) -> list[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size`` (one empty slice for no items)."""
+    return [items[i : i + size] for i in range(0, len(items), size)] or [items[:0]]
+
+
+def check_idle_timeout(idle: float | None) -> float | None:
+    """A stream's per-item deadline: positive seconds, or None (none)."""
+    if idle is not None and not (isinstance(idle, (int, float)) and 0 < idle < float("inf")):
+        raise ValueError(f"idle_timeout must be positive seconds or None, got {idle!r}")
+    return None if idle is None else float(idle)
+
+
+def idle_deadline_error(idle: float | None) -> DeadlineExceededError:
+    """What a stream raises when no item came within ``idle`` seconds."""
+    return DeadlineExceededError(
+        grpc.StatusCode.DEADLINE_EXCEEDED, f"no stream item within {idle:g} s (idle_timeout); the stream was cancelled"
+    )
+
+
+DEFAULT_PORT = 50051
+"""The server's default port (``styleserve serve --port``): a target without a port means this one."""
+
+
+_OTHER_SCHEMES = ("unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:", "xds:", "google-c2p:")
+
+
+def with_default_port(target: str) -> str:
+    """``"host"`` -> ``"host:50051"``, ``"[::1]"`` or ``"::1"`` -> ``"[::1]:50051"``, ``"dns:///svc"`` ->
+    ``"dns:///svc:50051"``; a target with a port or another gRPC scheme (``unix:``, ``ipv4:``...) is kept as is.
+
+    Without this, gRPC reads a bare ``host`` as ``host:443``.
+    """
+    if target.startswith(_OTHER_SCHEMES):
+        return target
+    prefix, rest = "", target
+    m = re.match(r"^(dns:(?://[^/]*/)?)(.*)$", target)
+    if m is not None:
+        prefix, rest = m.group(1), m.group(2)
+    if rest.startswith("["):
+        return target if "]:" in rest else f"{prefix}{rest}:{DEFAULT_PORT}"
+    if rest.count(":") >= 2:  # a bare IPv6 address
+        return f"{prefix}[{rest}]:{DEFAULT_PORT}"
+    if ":" not in rest and rest:
+        return f"{prefix}{rest}:{DEFAULT_PORT}"
+    return target
+
+
 def parse_targets(target: str | Sequence[str]) -> tuple[str, ...]:
-    """``"h:p"``, ``"h1:p,h2:p"`` or a sequence of targets -> a non-empty tuple of targets."""
+    """``"h:p"``, ``"h1:p,h2:p"`` or a sequence of targets -> a non-empty tuple of targets (a missing port is
+    :data:`DEFAULT_PORT`)."""
     parts = target.split(",") if isinstance(target, str) else list(target)
     targets = []
     for t in parts:
         if not isinstance(t, str):
             raise ValueError(f"targets must be strings, got {type(t).__name__}")
         if t.strip():
-            targets.append(t.strip())
+            targets.append(with_default_port(t.strip()))
     if not targets:
         raise ValueError(f"no target in {target!r}")
     return tuple(targets)

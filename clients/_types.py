@@ -7,6 +7,7 @@ wrong; what needs the model (layer counts, class counts) is left to the server.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import math
@@ -33,7 +34,12 @@ U8 = npt.NDArray[np.uint8]
 NOISE_MODES = ("const", "none", "random")
 IMAGE_FORMATS = ("png", "jpeg", "raw_uint8", "raw_float32")
 
-_FORMAT_TO_PROTO = {"png": pb.PNG, "jpeg": pb.JPEG, "raw_uint8": pb.RAW_UINT8, "raw_float32": pb.RAW_FLOAT32}
+_FORMAT_TO_PROTO = {
+    "png": pb.IMAGE_FORMAT_PNG,
+    "jpeg": pb.IMAGE_FORMAT_JPEG,
+    "raw_uint8": pb.IMAGE_FORMAT_RAW_UINT8,
+    "raw_float32": pb.IMAGE_FORMAT_RAW_FLOAT32,
+}
 _FORMAT_FROM_PROTO = {v: k for k, v in _FORMAT_TO_PROTO.items()} | {pb.IMAGE_FORMAT_UNSPECIFIED: "png"}
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg", "raw_uint8": ".npy", "raw_float32": ".npy"}
 _UINT32_MAX = 2**32 - 1
@@ -131,6 +137,35 @@ class Noise:
         return pb.NoiseControl(mode=self.mode, noise_seed=self.seed, strength=list(self.strength or ()))
 
 
+@dataclass(frozen=True)
+class Edit:
+    """A semantic edit: ``ws[l] += alpha * d`` on ws indices ``layers`` (None = the range's own layers), ``d`` the
+    unit direction ``direction`` (0 = largest eigenvalue) of range ``layer_range`` (``ModelInfo.directions``)."""
+
+    direction: int
+    alpha: float
+    layer_range: str = "all"
+    layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "direction", check_uint(self.direction, "direction"))
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha):
+            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
+        object.__setattr__(self, "alpha", float(self.alpha))
+        if not isinstance(self.layer_range, str):
+            raise ValueError(f"layer_range must be a string, got {type(self.layer_range).__name__}")
+        if self.layers is not None:
+            layers = tuple(check_uint(x, f"layers[{i}]") for i, x in enumerate(self.layers))
+            if not layers:
+                raise ValueError("layers must not be empty (omit it for the range's own layers)")
+            object.__setattr__(self, "layers", layers)
+
+    def to_proto(self) -> pb.StyleEdit:
+        return pb.StyleEdit(
+            direction=self.direction, alpha=self.alpha, layer_range=self.layer_range, layers=list(self.layers or ())
+        )
+
+
 SourceKind = Literal["seed", "w_id", "w", "w_plus"]
 
 
@@ -147,8 +182,13 @@ class Source:
     cutoff: int | None = None
     w_id: str | None = None
     w: F32 | None = None  # [w_dim] for kind "w", [num_ws, w_dim] for kind "w_plus"
+    edits: tuple[Edit, ...] = ()  # Semantic edits, applied in order on the server after truncation.
 
     def __post_init__(self) -> None:
+        edits = tuple(self.edits)
+        if not all(isinstance(e, Edit) for e in edits):
+            raise ValueError("edits must be Edit values")
+        object.__setattr__(self, "edits", edits)
         seed_fields = (self.seed, self.class_index, self.psi, self.cutoff)
         if self.kind == "seed":
             if self.w_id is not None or self.w is not None:
@@ -195,7 +235,16 @@ class Source:
         """An inline w+ ``[num_ws, w_dim]``; selected layers take their own row."""
         return cls("w_plus", w=np.asarray(ws, dtype=np.float32))
 
+    def edited(self, *edits: Edit) -> Source:
+        """This source with ``edits`` appended (``Source.from_seed(42).edited(Edit(0, 3.0))``)."""
+        return dataclasses.replace(self, edits=(*self.edits, *edits))
+
     def to_proto(self) -> pb.StyleSource:
+        out = self._source_proto()
+        out.edits.extend(e.to_proto() for e in self.edits)
+        return out
+
+    def _source_proto(self) -> pb.StyleSource:
         if self.kind == "seed":
             assert self.seed is not None
             seed = pb.SeedSource(seed=self.seed, truncation=truncation_proto(self.psi, self.cutoff))
@@ -211,7 +260,7 @@ class Source:
 
     def _key(self) -> tuple[Any, ...]:
         arr = None if self.w is None else (self.w.shape, self.w.tobytes())
-        return (self.kind, self.seed, self.class_index, self.psi, self.cutoff, self.w_id, arr)
+        return (self.kind, self.seed, self.class_index, self.psi, self.cutoff, self.w_id, arr, self.edits)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Source) and self._key() == other._key()
@@ -220,6 +269,10 @@ class Source:
         return hash(self._key())
 
     def __repr__(self) -> str:
+        base = self._base_repr()
+        return base + "".join(f".edited({e!r})" for e in self.edits)
+
+    def _base_repr(self) -> str:
         if self.kind == "seed":
             opts = (("class_index", self.class_index), ("psi", self.psi), ("cutoff", self.cutoff))
             extra = "".join(f", {k}={v!r}" for k, v in opts if v is not None)
@@ -346,6 +399,11 @@ class GeneratedImage:
         ws = tensor_from_proto(img.ws) if img.HasField("ws") else None
         return cls(bytes(img.data), fmt, int(img.width), int(img.height), int(img.channels), ws)
 
+    def __repr__(self) -> str:
+        """Short: ``GeneratedImage(png 32x32x3, 2113 bytes)`` (and the ws shape), never the bytes."""
+        ws = "" if self.ws is None else f", ws {list(self.ws.shape)}"
+        return f"GeneratedImage({self.format} {self.width}x{self.height}x{self.channels}, {len(self.data)} bytes{ws})"
+
     @property
     def suffix(self) -> str:
         """The file suffix :meth:`save` output conventionally takes: ``.png``, ``.jpg`` or ``.npy``."""
@@ -458,6 +516,16 @@ class NoiseLayer:
 
 
 @dataclass(frozen=True)
+class DirectionSet:
+    """A layer range's semantic edit directions: its ws indices, how many, and their eigenvalues (largest first)."""
+
+    layer_range: str
+    layers: list[int]
+    count: int
+    eigenvalues: list[float]
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A served model's metadata (mirrors ``styleserve.v1.ModelInfo``)."""
 
@@ -473,6 +541,11 @@ class ModelInfo:
     noise_layers: list[NoiseLayer]
     noise_modes: list[str]
     execution_provider: str
+    server_version: str = ""
+    png_encoder: str = ""  # "fpng" or "pillow": PNG bytes depend on it, pixels do not.
+    engine: str = ""
+    precision: str = ""
+    directions: list[DirectionSet] = dataclasses.field(default_factory=list)  # Empty: the model has no edits.
 
     @classmethod
     def from_proto(cls, m: pb.ModelInfo) -> ModelInfo:
@@ -489,4 +562,12 @@ class ModelInfo:
             noise_layers=[NoiseLayer(x.layer, int(x.resolution)) for x in m.noise_layers],
             noise_modes=list(m.noise_modes),
             execution_provider=m.execution_provider,
+            server_version=m.server_version,
+            png_encoder=m.png_encoder,
+            engine=m.engine,
+            precision=m.precision,
+            directions=[
+                DirectionSet(d.layer_range, [int(x) for x in d.layers], int(d.count), [float(x) for x in d.eigenvalues])
+                for d in m.directions
+            ],
         )

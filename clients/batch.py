@@ -75,14 +75,17 @@ from typing import Any, TextIO
 
 import grpc
 
+from styleserve.latent import SEED_MAX
+from styleserve.seeds import merge_spans
+from styleserve.seeds import parse_spans as seed_spans
+
+from ._args import add_connection_args, int_at_least, resolve_token
 from ._client import Client
 from ._errors import StyleServeRpcError
 from ._types import GeneratedImage, Noise
-from .cli import add_connection_args, int_at_least
 
 __all__ = ["SeedSpans", "main", "parse_shard", "parse_spans"]
 
-SEED_MAX = 2**32 - 1
 MANIFEST = "manifest.jsonl"
 JOB_FILE = "job.json"
 IMAGES = "images"
@@ -114,7 +117,6 @@ CONFIG_CODES = frozenset(
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
-_ITEM_RE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
 _IMAGE_RE = re.compile(r"^seed([0-9]+)(\.png|\.jpg)$")
 _TEMP_RE = re.compile(r"^\.seed([0-9]+)(?:\.png|\.jpg)\..*\.tmp$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -127,31 +129,9 @@ def parse_spans(text: str) -> list[tuple[int, int]]:
     """``'0-999,5000'`` -> sorted, merged half-open spans ``[(0, 1000), (5000, 5001)]``; ValueError otherwise.
 
     Repeats and overlaps collapse (one file per seed); nothing is expanded, so ``0-4294967295`` costs nothing.
+    The items are read by :func:`styleserve.seeds.parse_spans`, as every seed list of the CLI.
     """
-    if not text.strip():
-        raise ValueError("empty seed range; expected e.g. '0-999999' or '0-99,200-299'")
-    spans: list[tuple[int, int]] = []
-    for part in text.split(","):
-        item = part.strip()
-        m = _ITEM_RE.match(item)
-        if m is None:
-            what = "empty item" if not item else f"bad item {item!r}"
-            raise ValueError(f"{what} in {text!r}; expected N or A-B (non-negative integers), e.g. '0-999,5000'")
-        a = int(m.group(1))
-        b = a if m.group(2) is None else int(m.group(2))
-        if b < a:
-            raise ValueError(f"descending range {item!r} in {text!r}; write it as {b}-{a}")
-        if b > SEED_MAX:
-            raise ValueError(f"seed {b} in {text!r} is above the largest seed {SEED_MAX}")
-        spans.append((a, b + 1))
-    spans.sort()
-    merged: list[tuple[int, int]] = []
-    for a, b in spans:
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
+    return merge_spans(seed_spans(text, example="0-999999,5000", maximum=SEED_MAX))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -402,6 +382,10 @@ def _write_job_file(out: Path, params: Params) -> None:
         "params": params.to_json(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    _write_json_atomic(out, doc)
+
+
+def _write_json_atomic(out: Path, doc: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{JOB_FILE}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -414,6 +398,37 @@ def _write_job_file(out: Path, params: Params) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _check_encoder(out: Path, params: Params, client: Client) -> str | None:
+    """One PNG encoder per job: record the server's in ``job.json`` on the first run, refuse a resume on a server
+    whose encoder differs (its pixels would be identical, its bytes not, and a job's files are byte-exact)."""
+    if params.format != "png":
+        return None
+    try:
+        encoder = client.get_model(params.model).png_encoder
+    except StyleServeRpcError:
+        return None  # The streams report an unreachable server or an unknown model as usual.
+    if not encoder:
+        return None  # An older server that does not say.
+    path = out / JOB_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    recorded = doc.get("png_encoder")
+    if recorded is None:
+        doc["png_encoder"] = encoder
+        _write_json_atomic(out, doc)
+        return None
+    if recorded != encoder:
+        return (
+            f"{path} was written with PNG encoder {recorded!r}, the server now encodes with {encoder!r}: a resumed job "
+            f"would mix encodings; serve with --png-encoder {recorded} to resume it, or use another --out"
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------- resume
@@ -1063,8 +1078,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
+    token = resolve_token(args.token, err=err)
     opts = Options(
-        target=args.target, token=args.token, tls=args.tls or root is not None, root_certificates=root,
+        target=args.target, token=token, tls=args.tls or root is not None, root_certificates=root,
         timeout=args.timeout, streams=args.streams, chunk=args.chunk, retries=args.retries,
         retry_backoff=args.retry_backoff, max_failed_chunks=args.max_failed_chunks, fsync=args.fsync,
     )  # fmt: skip
@@ -1126,9 +1142,14 @@ def _run(out: Path, params: Params, opts: Options, work: SeedSpans, args: argpar
             print(_summary(job, scanned, work.total, 0.0, "complete"), flush=True)
             return EXIT_OK
         try:
-            job._client().close()  # Checks the target and TLS options before any stream starts.
+            client = job._client()  # Checks the target and TLS options before any stream starts.
         except ValueError as exc:
             print(f"error: {exc}", file=err)
+            return EXIT_USAGE
+        with client:
+            problem = _check_encoder(out, params, client)
+        if problem is not None:
+            print(f"error: {problem}", file=err)
             return EXIT_USAGE
         mode = "off"
         if args.progress is None:

@@ -9,8 +9,10 @@ layer ranges) print ``error: ...`` to stderr and exit 1, without a traceback; ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -21,21 +23,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from styleserve import seeds as _seeds
+
+from ._args import add_connection_args, int_at_least, resolve_token
 from ._client import Client
 from ._errors import StyleServeRpcError
-from ._types import GeneratedImage, ModelInfo, Noise, Plan, Source, Style, atomic_write
+from ._requests import REQUEST_CHUNK
+from ._types import Edit, GeneratedImage, ModelInfo, Noise, Plan, Source, Style, atomic_write
 from ._walk import interpolate_path, interpolate_ws
 
 __all__ = ["load_w", "main", "parse_range"]
 
 F32 = npt.NDArray[np.float32]
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-GENERATE_CHUNK = 16
-"""Seeds per ``Generate``/``Map`` call and frames per ``Synthesize`` call."""
-
-_ITEM_RE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
-
+GENERATE_CHUNK = REQUEST_CHUNK
+"""Seeds per ``Generate``/``Map`` call and frames per ``Synthesize`` call (as :meth:`Client.generate` splits)."""
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps descriptions and epilogs as written; room for long option and command names."""
@@ -70,7 +72,7 @@ examples:
   styleserve cache put --model ffhq ws/seed0085.npy
 
 The server is --target HOST:PORT (or STYLESERVE_TARGET, default 127.0.0.1:50051); a bearer token comes
-from --token or STYLESERVE_TOKEN. Seed lists are ranges like 0-99,200.
+from --token or STYLESERVE_AUTH_TOKEN. Seed lists are ranges like 0-99,200.
 exit status: 0 ok, 1 a failure (printed as 'error: ...'), 2 a bad command line."""
 
 
@@ -78,24 +80,11 @@ exit status: 0 ok, 1 a failure (printed as 'error: ...'), 2 a bad command line."
 
 
 def parse_range(text: str, *, max_items: int = 100_000) -> list[int]:
-    """``'0-3,7'`` -> ``[0, 1, 2, 3, 7]`` (order and repeats kept); ValueError with a clear message otherwise."""
-    if not text.strip():
-        raise ValueError("empty range; expected e.g. '0-3,7'")
-    out: list[int] = []
-    for part in text.split(","):
-        item = part.strip()
-        m = _ITEM_RE.match(item)
-        if m is None:
-            what = "empty item" if not item else f"bad item {item!r}"
-            raise ValueError(f"{what} in {text!r}; expected N or A-B (non-negative integers), e.g. '0-3,7'")
-        a = int(m.group(1))
-        b = a if m.group(2) is None else int(m.group(2))
-        if b < a:
-            raise ValueError(f"descending range {item!r} in {text!r}; write it as {b}-{a}")
-        if len(out) + (b - a + 1) > max_items:
-            raise ValueError(f"{text!r} expands to more than {max_items} items")
-        out.extend(range(a, b + 1))
-    return out
+    """``'0-3,7'`` -> ``[0, 1, 2, 3, 7]`` (order and repeats kept); ValueError with a clear message otherwise.
+
+    The one parser of :mod:`styleserve.seeds`, shared with ``styleserve batch`` and ``styleserve-render``.
+    """
+    return _seeds.parse_range(text, max_items=max_items)
 
 
 def _range_arg(text: str) -> list[int]:
@@ -105,32 +94,52 @@ def _range_arg(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _timeout_arg(text: str) -> float | None:
+_positive_int = int_at_least(1)
+
+
+def _psi_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0 = no deadline), got {text!r}")
-    return value or None
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
+def _alphas_arg(text: str) -> list[float]:
+    """``'-3,0,3'`` -> edit strengths (finite numbers, at least one)."""
+    values = [_psi_arg(x.strip()) for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"no strengths in {text!r}; e.g. -3,0,3")
+    return values
 
 
-_positive_int = int_at_least(1)
+def _edit_args(group: argparse._ArgumentGroup, walk: bool = False) -> None:
+    """``--direction`` / ``--range`` / ``--alphas`` / ``--layers`` (semantic edits; 'styleserve models --json' lists
+    each model's directions)."""
+    if walk:
+        group.add_argument(
+            "--direction", type=int, default=None, metavar="N",
+            help="walk along semantic direction N instead: keyframes are each seed edited by each of --alphas",
+        )  # fmt: skip
+    else:
+        group.add_argument(
+            "--direction", type=_range_arg, required=True, metavar="N[,M...]",
+            help="semantic direction indices (0 = strongest), one row of the strip each",
+        )  # fmt: skip
+    group.add_argument(
+        "--range", dest="layer_range", default="all", choices=["all", "coarse", "middle", "fine"],
+        help="layer range of the directions (default all)",
+    )  # fmt: skip
+    group.add_argument(
+        "--alphas", type=_alphas_arg, default=None if walk else [-3.0, 0.0, 3.0], metavar="A,B,...",
+        help="edit strengths, e.g. -3,0,3" + ("" if walk else " (default; one column each)"),
+    )  # fmt: skip
+    group.add_argument(
+        "--layers", dest="edit_layers", type=_range_arg, default=None, metavar="LAYERS",
+        help="ws indices the edit moves, e.g. 0-5 (default: the range's own layers)",
+    )  # fmt: skip
 
 
 def _positive_float(text: str) -> float:
@@ -153,30 +162,6 @@ def _tagged(tag: str) -> Callable[[str], tuple[str, str]]:
 # ---------------------------------------------------------------------------- parser
 
 
-def add_connection_args(
-    group: argparse._ArgumentGroup, *, timeout_default: float = 60.0, timeout_help: str = "deadline per call"
-) -> None:
-    """``--target --token --tls --ca-cert --timeout``, shared by every client command and ``styleserve batch``."""
-    group.add_argument(
-        "--target",
-        metavar="HOST:PORT",
-        default=os.environ.get("STYLESERVE_TARGET") or DEFAULT_TARGET,
-        help="server address, or several comma-separated replicas (env STYLESERVE_TARGET, default %(default)s)",
-    )
-    group.add_argument(
-        "--token", default=os.environ.get("STYLESERVE_TOKEN") or None, help="bearer token (env STYLESERVE_TOKEN)"
-    )
-    group.add_argument("--tls", action="store_true", help="connect with TLS")
-    group.add_argument("--ca-cert", metavar="PATH", default=None, help="PEM root certificates (implies --tls)")
-    group.add_argument(
-        "--timeout",
-        type=_timeout_arg,
-        default=timeout_default,
-        metavar="SECONDS",
-        help=f"{timeout_help}, 0 = none (default {timeout_default:g})",
-    )
-
-
 def _connection_parent() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_connection_args(common.add_argument_group("connection"))
@@ -188,7 +173,10 @@ def _model(group: argparse._ArgumentGroup) -> None:
 
 
 def _truncation(group: argparse._ArgumentGroup, what: str = "") -> None:
-    group.add_argument("--psi", type=float, default=None, help=f"truncation psi{what} (default 1 = none)")
+    group.add_argument(
+        "--psi", "--trunc", dest="psi", type=_psi_arg, default=None, metavar="PSI",
+        help=f"truncation psi{what} (default 1 = none; --trunc as in gen_images.py)",
+    )  # fmt: skip
     group.add_argument(
         "--cutoff", type=int, default=None, metavar="N", help=f"truncate only ws indices below N{what} (default all)"
     )
@@ -255,7 +243,10 @@ def _parser() -> argparse.ArgumentParser:
     _noise_args(g)
     o = gen.add_argument_group("output")
     _image_format(o)
-    o.add_argument("--out", default="out", metavar="DIR", help="output directory (default %(default)s)")
+    o.add_argument(
+        "--out", "--outdir", dest="out", default="out", metavar="DIR",
+        help="output directory (default %(default)s; --outdir as in gen_images.py)",
+    )  # fmt: skip
     gen.set_defaults(func=_cmd_generate)
 
     # map
@@ -338,7 +329,14 @@ def _parser() -> argparse.ArgumentParser:
     _noise_args(g)
     o = grid.add_argument_group("output")
     _image_format(o, jpeg_quality=False)
-    o.add_argument("--out", default=None, metavar="FILE", help="output file (default stylemix_grid.png/.jpg)")
+    o.add_argument(
+        "--out", default=None, metavar="FILE", help="grid file (default stylemix_grid.png/.jpg, or DIR/grid.png)"
+    )
+    o.add_argument(
+        "--outdir", default=None, metavar="DIR",
+        help="as style_mixing.py: also write every image as DIR/ROW-COL.png (sources as SEED-SEED.png) and the "
+        "grid as DIR/grid.png",
+    )  # fmt: skip
     grid.set_defaults(func=_cmd_grid)
 
     # walk
@@ -367,6 +365,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--loop", action="store_true", help="walk back to the first seed (a seamless loop)")
     _truncation(g)
     _noise_args(g)
+    _edit_args(walk.add_argument_group("semantic walk (--direction)"), walk=True)
     o = walk.add_argument_group("output")
     o.add_argument("--out", default="walk.gif", metavar="FILE.gif|FILE.webp|DIR", help="output (default %(default)s)")
     o.add_argument("--fps", type=_positive_float, default=24.0, help="animation frame rate (default 24)")
@@ -374,6 +373,28 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=["png", "jpeg"], default="png", help="frame encoding in a directory (default png)"
     )
     walk.set_defaults(func=_cmd_walk)
+
+    # edit
+    edit = command(
+        "edit",
+        "a seed edited along semantic directions -> one strip image",
+        "Move a seed's w+ along closed-form semantic directions (SeFa, computed at export from the generator's\n"
+        "style weights; 'styleserve models --json' lists them) by each strength in --alphas, and draw the\n"
+        "results side by side: one row per direction, one column per strength (alpha 0 is the seed itself).",
+        "examples:\n"
+        "  styleserve edit --model demo --seed 42 --direction 0 --alphas -3,0,3 --layers 0-5 --out strip.png\n"
+        "  styleserve edit --model demo --seed 42 --direction 0-4 --range coarse --psi 0.7 --out coarse.png",
+    )
+    g = edit.add_argument_group("sampling")
+    _model(g)
+    g.add_argument("--seed", type=int, required=True, help="the seed to edit")
+    _truncation(g)
+    _noise_args(g)
+    _edit_args(edit.add_argument_group("edits"))
+    o = edit.add_argument_group("output")
+    o.add_argument("--out", default="edit.png", metavar="FILE", help="strip image (default %(default)s)")
+    o.add_argument("--outdir", default=None, metavar="DIR", help="also write every image as DIR/dirN_alphaA.png")
+    edit.set_defaults(func=_cmd_edit)
 
     # cache
     cache = sub.add_parser(
@@ -719,27 +740,110 @@ def _cmd_grid(client: Client, args: argparse.Namespace) -> int:
     )
     if result.grid is None:
         raise ValueError("the server returned no composed grid")
-    out = Path(args.out) if args.out else Path(f"stylemix_grid{result.grid.suffix}")
+    outdir = Path(args.outdir) if args.outdir else None
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = (outdir or Path()) / (f"grid{result.grid.suffix}" if outdir else f"stylemix_grid{result.grid.suffix}")
+    if outdir is not None:  # style_mixing.py's files: every mix ROW-COL, the sources SEED-SEED, then the grid
+        if len(result.cells) != len(rows) * len(cols):
+            raise ValueError(f"the server returned {len(result.cells)} cells for {len(rows)}x{len(cols)}")
+        outdir.mkdir(parents=True, exist_ok=True)
+        sources = list(dict.fromkeys([*args.rows, *args.cols]))
+        images = client.generate(
+            args.model, sources, class_index=args.class_index, psi=args.psi, cutoff=args.cutoff, noise=_noise(args),
+            format=args.format,
+        )  # fmt: skip
+        for seed, img in zip(sources, images, strict=True):
+            print(img.save(outdir / f"{seed}-{seed}{img.suffix}"), flush=True)
+        for i, cell in enumerate(result.cells):
+            r, c = args.rows[i // len(cols)], args.cols[i % len(cols)]
+            print(cell.save(outdir / f"{r}-{c}{cell.suffix}"), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(result.grid.save(out))
     return 0
 
 
-def _cmd_walk(client: Client, args: argparse.Namespace) -> int:
-    seeds: list[int] = args.seeds
-    if len(seeds) < 2:
-        raise ValueError("a walk needs at least two seeds, e.g. --seeds 1,5")
+def _edits(args: argparse.Namespace, direction: int, alpha: float) -> Edit:
+    layers = tuple(dict.fromkeys(args.edit_layers)) if args.edit_layers else None
+    return Edit(direction, alpha, args.layer_range, layers)
+
+
+def _cmd_edit(client: Client, args: argparse.Namespace) -> int:
+    directions: list[int] = list(dict.fromkeys(args.direction))
+    alphas: list[float] = args.alphas
+    base = Source.from_seed(args.seed, args.class_index, args.psi, args.cutoff)
+    cells = [(d, a) for d in directions for a in alphas]
+    images: list[GeneratedImage] = []
+    for i in range(0, len(cells), GENERATE_CHUNK):
+        chunk = cells[i : i + GENERATE_CHUNK]
+        plans = [Plan([Style(base.edited(_edits(args, d, a)))], noise=_noise(args)) for d, a in chunk]
+        got = client.synthesize(args.model, plans)
+        if len(got) != len(plans):
+            raise ValueError(f"the server returned {len(got)} images for {len(plans)} edits")
+        images.extend(got)
+    if args.outdir:
+        outdir = Path(args.outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        for (d, a), img in zip(cells, images, strict=True):
+            print(img.save(outdir / f"dir{d}_alpha{a:g}{img.suffix}"), flush=True)
     out = Path(args.out)
-    animated = out.suffix.lower() in (".gif", ".webp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, _strip(images, len(directions), len(alphas), out.suffix.lower()))
+    print(f"{out}  ({len(directions)} direction(s) x {len(alphas)} strength(s))")
+    return 0
+
+
+def _strip(images: Sequence[GeneratedImage], rows: int, cols: int, suffix: str) -> bytes:
+    """Row-major images -> one ``rows x cols`` canvas, encoded as PNG (JPEG for .jpg/.jpeg)."""
+    from PIL import Image  # Pillow only when composing.
+
+    tiles = [img.to_array() for img in images]  # [H, W, C] uint8 each
+    h, w, c = tiles[0].shape
+    canvas = np.zeros((rows * h, cols * w, c), np.uint8)
+    for k, tile in enumerate(tiles):
+        r, q = divmod(k, cols)
+        canvas[r * h : (r + 1) * h, q * w : (q + 1) * w] = tile
+    buf = io.BytesIO()
+    jpeg = suffix in (".jpg", ".jpeg")
+    Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(buf, format="JPEG" if jpeg else "PNG")
+    return buf.getvalue()
+
+
+def _walk_keys(client: Client, args: argparse.Namespace, seeds: list[int]) -> list[F32]:
+    """The walk's keyframes: each seed's w (or w+), or with --direction each seed's w+ edited by each alpha."""
     keys: list[F32] = []
+    edit_sets: list[list[Edit]] = [[]]
+    if args.direction is not None:
+        edit_sets = [[_edits(args, args.direction, a)] for a in args.alphas]
     for i in range(0, len(seeds), GENERATE_CHUNK):
         chunk = seeds[i : i + GENERATE_CHUNK]
-        mapped = client.map(
-            args.model, seeds=chunk, class_index=args.class_index, psi=args.psi, cutoff=args.cutoff, return_w=True
-        )
-        if len(mapped) != len(chunk) or any(m.w is None for m in mapped):
-            raise ValueError(f"the server returned {len(mapped)} ws for {len(chunk)} seeds")
-        keys.extend(m.w for m in mapped if m.w is not None)
+        per_edit = []
+        for edits in edit_sets:
+            mapped = client.map(
+                args.model, seeds=chunk, class_index=args.class_index, psi=args.psi, cutoff=args.cutoff,
+                return_w=True, edits=edits,
+            )  # fmt: skip
+            if len(mapped) != len(chunk) or any(m.w is None for m in mapped):
+                raise ValueError(f"the server returned {len(mapped)} ws for {len(chunk)} seeds")
+            per_edit.append([m.w for m in mapped if m.w is not None])
+        keys.extend(ws[j] for j in range(len(chunk)) for ws in per_edit)  # seed by seed, alphas in order
+    return keys
+
+
+def _cmd_walk(client: Client, args: argparse.Namespace) -> int:
+    seeds: list[int] = args.seeds
+    if args.direction is not None and not args.alphas:
+        raise ValueError("--direction needs --alphas, e.g. --alphas -3,3")
+    if args.direction is None and (args.alphas or args.edit_layers):
+        raise ValueError("--alphas and --layers belong to a walk along a --direction")
+    if args.direction is None and len(seeds) < 2:
+        raise ValueError("a walk needs at least two seeds, e.g. --seeds 1,5 (or one seed and a --direction)")
+    out = Path(args.out)
+    animated = out.suffix.lower() in WALK_SUFFIXES and not args.out.endswith(("/", os.sep)) and not out.is_dir()
+    keys = _walk_keys(client, args, seeds)
+    if len(keys) < 2:
+        raise ValueError("a walk needs at least two keyframes: give two --alphas or two seeds")
     if len({k.shape for k in keys}) > 1:  # some w, some w+: walk in w+
         num_ws = max(k.shape[0] for k in keys if k.ndim == 2)
         keys = [np.broadcast_to(k, (num_ws, k.shape[-1])) if k.ndim == 1 else k for k in keys]
@@ -818,6 +922,26 @@ def _cmd_cache_delete(client: Client, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- entry point
 
 
+WALK_SUFFIXES = (".gif", ".webp")
+
+
+def _walk_out_problem(out: str) -> str | None:
+    """Why ``walk --out`` cannot be used (an unknown file type), or None: FILE.gif, FILE.webp or a directory."""
+    p = Path(out)
+    if out.endswith(("/", os.sep)) or p.is_dir() or not p.suffix or p.suffix.lower() in WALK_SUFFIXES:
+        return None
+    return f"--out {out!r}: unknown animation type {p.suffix!r}; expected FILE.gif, FILE.webp or a directory (DIR/)"
+
+
+def quiet_broken_pipe() -> int:
+    """After stdout's reader went away: point stdout at /dev/null (so the exit flush cannot fail) -> 141."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + 13  # as a shell reports a process ended by SIGPIPE
+
+
 def _run_batch(argv: Sequence[str]) -> int:
     try:
         from .batch import main as batch_main
@@ -829,25 +953,51 @@ def _run_batch(argv: Sequence[str]) -> int:
     return batch_main(argv)
 
 
+def _join_alphas(argv: list[str]) -> list[str]:
+    """``--alphas -3,0,3`` -> ``--alphas=-3,0,3`` (up to an option terminator ``--``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] == "--alphas" and i + 1 < len(argv):
+            out.append(f"--alphas={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a client command (argv starts at the subcommand, e.g. ``["generate", ...]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "batch":
         return _run_batch(argv[1:])
+    if argv and argv[0] in ("edit", "walk"):  # "--alphas -3,0,3": argparse would take -3,0,3 for an option
+        argv = _join_alphas(argv)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.func is None:  # "batch" after an option terminator ("-- batch")
         return _run_batch([])
     if getattr(args, "noise_seed", None) is not None and args.noise_mode != "random":
         parser.error("--noise-seed needs --noise-mode random")
+    if getattr(args, "jpeg_quality", None) is not None and (args.format != "jpeg" or not 1 <= args.jpeg_quality <= 100):
+        parser.error("--jpeg-quality takes 1..100 and needs --format jpeg")
+    if args.func is _cmd_walk:
+        problem = _walk_out_problem(args.out)
+        if problem:
+            parser.error(problem)
     func: Callable[[Client, argparse.Namespace], int] = args.func
     try:
         root = Path(args.ca_cert).read_bytes() if args.ca_cert else None
         with Client(
-            args.target, token=args.token, tls=args.tls or root is not None, root_certificates=root,
+            args.target, token=resolve_token(args.token), tls=args.tls or root is not None, root_certificates=root,
             timeout=args.timeout,
         ) as client:  # fmt: skip
             return func(client, args)
+    except BrokenPipeError:  # e.g. 'styleserve generate ... | head': the reader left; end quietly.
+        return quiet_broken_pipe()
     except StyleServeRpcError as exc:
         print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
         if exc.code.name == "UNAVAILABLE":

@@ -17,8 +17,10 @@ Formats (``Checkpoint.format``) and how :func:`load_checkpoint` recognises them 
     ``conv_clamp``, ``activation``, ``use_noise``, ``bias_gain``) and weight shapes, not from init
     kwargs, whose defaults differ between the two repositories. The format says which repository
     wrote it (stylegan3's ``networks_stylegan2`` has e.g. ``fused_modconv_default``). StyleGAN3
-    generators (``SynthesisInput``, layers ``L0_36_512`` ...) and anything else that is not the
-    StyleGAN2 generator raise :class:`~styleserve.errors.UnsupportedArchitecture` naming the class.
+    generators (``SynthesisInput``, layers ``L0_36_512`` ...; configs T and R) are read by
+    :mod:`styleserve.export.checkpoints_sg3` into a :class:`~styleserve.export.networks_sg3.GeneratorSG3`
+    (format ``"stylegan3-pkl"``); anything else that is not a StyleGAN2 or StyleGAN3 generator raises
+    :class:`~styleserve.errors.UnsupportedArchitecture` naming the class.
     A pickle whose top level is a bare persistent ``Generator`` is accepted too. **A dict without
     ``G_ema`` but with ``G`` falls back to ``G``** (the raw training weights, usually worse than the
     EMA ones) and says so in ``Checkpoint.notes``. A missing ``mapping.w_avg`` (``w_avg_beta=None``)
@@ -78,10 +80,15 @@ from styleserve.export._pickle import (
     Namespace,
     NumpyArray,
     PersistentObject,
+    WalkBudget,
+    check_zip_directory,
+    describe,
+    load_budget,
     load_torch_legacy,
     load_torch_zip,
     restricted_load,
 )
+from styleserve.export.checkpoints_sg3 import from_official_sg3, looks_sg3
 from styleserve.export.checkpoints_v1 import from_rosinality_v1, from_tf_pickle, looks_rosinality_v1, looks_tf
 from styleserve.export.networks import (
     ACTIVATIONS,
@@ -99,6 +106,7 @@ from styleserve.export.networks import (
     mean_w,
     setup_filter,
 )
+from styleserve.export.networks_sg3 import GeneratorConfigSG3, GeneratorSG3, load_generator_sg3
 from styleserve.export.networks_v1 import GeneratorConfigV1, GeneratorV1, load_generator_v1
 from torch import Tensor
 
@@ -122,7 +130,7 @@ FORMATS = ("stylegan2-ada-pkl", "stylegan3-pkl", "stylegan-tf-pkl", "rosinality-
 class Checkpoint:
     """A checkpoint read into our terms. ``eq=False``: tensors do not compare as booleans."""
 
-    config: GeneratorConfig | GeneratorConfigV1  # V1: a StyleGAN (v1) generator (networks_v1).
+    config: GeneratorConfig | GeneratorConfigV1 | GeneratorConfigSG3  # V1: networks_v1; SG3: networks_sg3.
     state_dict: dict[str, Tensor]  # Our key names, float32, ready for load_generator / load_generator_v1.
     format: str  # One of FORMATS.
     source_class: str  # "Generator" (official class name), "rosinality.Generator", ...
@@ -146,10 +154,33 @@ def load_checkpoint(
     if kind is not None and kind not in FORMATS:
         raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {', '.join(FORMATS)}")
     p = Path(path)
-    if kind == "styleserve" or (kind is None and (p.is_dir() or p.suffix == ".safetensors")):
-        return _load_native(p)
-    if not p.is_file():
-        raise CheckpointError(f"no such checkpoint file: {p}")
+    if resolution is not None and (
+        not isinstance(resolution, int)
+        or isinstance(resolution, bool)
+        or not 4 <= resolution <= networks.MAX_IMG_RESOLUTION
+    ):
+        raise CheckpointError(
+            f"resolution must be an int in [4, {networks.MAX_IMG_RESOLUTION}], got {describe(resolution)}"
+        )
+    try:
+        if kind == "styleserve" or (kind is None and (p.is_dir() or p.suffix == ".safetensors")):
+            return _load_native(p)
+        if not p.is_file():
+            raise CheckpointError(f"no such checkpoint file: {p}")
+        with load_budget(p.stat().st_size):
+            return _load_file(p, kind, resolution)
+    except CheckpointError:
+        raise
+    except RecursionError as e:
+        raise CheckpointError(f"malformed checkpoint {p.name}: nested too deeply") from e
+    except MemoryError as e:
+        raise CheckpointError(f"malformed checkpoint {p.name}: out of memory") from e
+    except (TypeError, KeyError, IndexError, AttributeError, ArithmeticError, UnicodeError) as e:
+        msg = " ".join(str(e).split())[:120]
+        raise CheckpointError(f"malformed checkpoint {p.name}: {type(e).__name__}: {msg}") from e
+
+
+def _load_file(p: Path, kind: str | None, resolution: int | None) -> Checkpoint:
     container = _container(p)
     obj = _read_container(p, container)
     sha = _sha256(p)
@@ -192,12 +223,14 @@ def load_checkpoint(
 
 def load_generator_from(
     path: str | os.PathLike[str], *, kind: str | None = None, resolution: int | None = None
-) -> tuple[Generator | GeneratorV1, Checkpoint]:
+) -> tuple[Generator | GeneratorV1 | GeneratorSG3, Checkpoint]:
     """:func:`load_checkpoint` + :func:`styleserve.export.networks.load_generator` (eval, no grad);
     StyleGAN (v1) checkpoints give a :class:`~styleserve.export.networks_v1.GeneratorV1`."""
     ckpt = load_checkpoint(path, kind=kind, resolution=resolution)
     if isinstance(ckpt.config, GeneratorConfigV1):
         return load_generator_v1(ckpt.config, ckpt.state_dict), ckpt
+    if isinstance(ckpt.config, GeneratorConfigSG3):
+        return load_generator_sg3(ckpt.config, ckpt.state_dict), ckpt
     return networks.load_generator(ckpt.config, ckpt.state_dict), ckpt
 
 
@@ -254,10 +287,12 @@ def _container(path: Path) -> str:
 def _read_container(path: Path, container: str) -> Any:
     if container == "zip":
         try:
-            with zipfile.ZipFile(path) as zf:
-                return load_torch_zip(zf, size_limit=path.stat().st_size)
-        except zipfile.BadZipFile as e:
-            raise CheckpointError(f"{path.name} is a broken zip file: {e}") from e
+            with path.open("rb") as fp:
+                check_zip_directory(fp, path.stat().st_size)
+                with zipfile.ZipFile(fp) as zf:
+                    return load_torch_zip(zf, size_limit=path.stat().st_size)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
+            raise CheckpointError(f"{path.name} is a broken zip file: {describe(str(e), 80)}") from e
     with path.open("rb") as f:
         if container == "legacy":
             return load_torch_legacy(f, size_limit=path.stat().st_size)
@@ -266,7 +301,7 @@ def _read_container(path: Path, container: str) -> Any:
 
 def _describe_top(obj: Any) -> str:
     if isinstance(obj, Mapping):
-        keys = ", ".join(repr(k) for k in list(obj)[:8])
+        keys = ", ".join(describe(k, 40) for k in list(obj)[:8])
         return f"a dict with keys {keys} (expected G_ema for official pickles, g_ema for rosinality files)"
     return f"a {type(obj).__name__}"
 
@@ -284,25 +319,33 @@ def _py(v: Any) -> Any:
     return v
 
 
-def _jsonable(x: Any, depth: int = 0) -> Any:
-    if depth > 32:
-        return str(x)
+def _jsonable(x: Any, walk: WalkBudget | None = None, depth: int = 0) -> Any:
+    """``x`` (untrusted, informational) as JSON-able data; counts nodes/depth/characters against ``walk``."""
+    if walk is None:
+        walk = WalkBudget("init kwargs")
+    walk.visit(depth)
     x = _py(x)
-    if x is None or isinstance(x, (bool, int, str)):
+    if x is None or isinstance(x, bool):
         return x
+    if isinstance(x, int):
+        return x if x.bit_length() <= 64 else walk.str_of(x)
+    if isinstance(x, str):
+        return walk.text(x)
     if isinstance(x, float):
         return x if math.isfinite(x) else str(x)
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist(), depth + 1) if x.size <= 64 and x.dtype != object else f"ndarray{list(x.shape)}"
+        if x.size <= 64 and x.dtype != object:
+            return _jsonable(x.tolist(), walk, depth + 1)
+        return walk.text(f"ndarray{list(x.shape)}")
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v, depth + 1) for k, v in x.items()}
+        return {walk.str_of(k): _jsonable(v, walk, depth + 1) for k, v in x.items()}
     if isinstance(x, (list, tuple, set, frozenset)):
-        return [_jsonable(v, depth + 1) for v in x]
+        return [_jsonable(v, walk, depth + 1) for v in x]
     if isinstance(x, Tensor):
-        return f"tensor{list(x.shape)}"
+        return walk.text(f"tensor{list(x.shape)}")
     if isinstance(x, PersistentObject):
-        return f"<persistent {x.class_name}>"
-    return str(x)
+        return walk.text(f"<persistent {x.class_name}>")
+    return walk.str_of(x)
 
 
 def _taps_from_filter(f: Tensor, where: str) -> tuple[float, ...]:
@@ -338,6 +381,9 @@ def _finish(cfg: GeneratorConfig, state: dict[str, Tensor], source: str, notes: 
         probe["mapping.w_avg"] = torch.zeros([cfg.w_dim])
     check_state_dict(cfg, probe, source)
     out = {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
+    for key, t in out.items():  # Before the estimate below runs the mapping on them.
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{source}: {key!r} holds NaN or Inf")
     if estimate:
         out["mapping.w_avg"] = estimate_w_avg(cfg, out)
         cond = f", class i % {cfg.c_dim} for sample i" if cfg.c_dim > 0 else ""
@@ -403,7 +449,45 @@ def _need_tensor(rec: PersistentObject, name: str, path: str) -> Tensor:
 
 
 def _attr(rec: PersistentObject, name: str, default: Any = None) -> Any:
-    return _py(rec.state.get(name, default))
+    """A plain attribute of a module's state: None, a bool, an int, a float or a short str, else CheckpointError."""
+    v = _py(rec.state.get(name, default))
+    if not (v is None or isinstance(v, (bool, int, float, str))) or (isinstance(v, str) and len(v) > 64):
+        raise CheckpointError(f"malformed {describe(rec.class_name)}: attribute {name} is {describe(v)}")
+    return v
+
+
+def _attr_int(rec: PersistentObject, name: str, default: Any = None) -> int:
+    v = _attr(rec, name, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v.bit_length() > 62:
+        raise CheckpointError(f"malformed {describe(rec.class_name)}: {name} must be an int, got {describe(v)}")
+    return v
+
+
+def _attr_float(rec: PersistentObject, name: str, default: Any = None) -> float:
+    v = _attr(rec, name, default)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise CheckpointError(
+            f"malformed {describe(rec.class_name)}: {name} must be a finite number, got {describe(v)}"
+        )
+    return float(v)
+
+
+def _attr_opt_float(rec: PersistentObject, name: str) -> float | None:
+    return None if _attr(rec, name) is None else _attr_float(rec, name)
+
+
+def _attr_str(rec: PersistentObject, name: str, default: str) -> str:
+    v = _attr(rec, name, default)
+    if not isinstance(v, str):
+        raise CheckpointError(f"malformed {describe(rec.class_name)}: {name} must be a string, got {describe(v)}")
+    return v
+
+
+def _attr_bool(rec: PersistentObject, name: str, default: bool) -> bool:
+    v = _attr(rec, name, default)
+    if not isinstance(v, bool):
+        raise CheckpointError(f"malformed {describe(rec.class_name)}: {name} must be a bool, got {describe(v)}")
+    return v
 
 
 def _check_classes(rec: PersistentObject, path: str) -> None:
@@ -461,7 +545,8 @@ def _one(values: list[Any], what: str) -> Any:
         if v not in distinct:
             distinct.append(v)
     if len(distinct) != 1:
-        raise UnsupportedArchitecture(f"unsupported architecture: {what} differs between layers ({distinct})")
+        shown = ", ".join(describe(v, 30) for v in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
+        raise UnsupportedArchitecture(f"unsupported architecture: {what} differs between layers ({shown})")
     return distinct[0]
 
 
@@ -471,7 +556,9 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
                     key=lambda rc: rc[0])  # fmt: skip
     if not blocks:
         raise CheckpointError("G_ema.synthesis has no blocks")
-    img_resolution = int(_attr(G, "img_resolution", blocks[-1][0]))
+    img_resolution = _attr_int(G, "img_resolution", blocks[-1][0])
+    if not 4 <= img_resolution <= networks.MAX_IMG_RESOLUTION:
+        raise CheckpointError(f"img_resolution {img_resolution} is out of range [4, {networks.MAX_IMG_RESOLUTION}]")
     expected_res = [2**i for i in range(2, int(np.log2(max(img_resolution, 4))) + 1)]
     if [r for r, _ in blocks] != expected_res:
         raise CheckpointError(f"synthesis blocks {[r for r, _ in blocks]} do not match img_resolution {img_resolution}")
@@ -493,7 +580,7 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
         if w1.ndim != 4:
             raise CheckpointError(f"{path}.conv1.weight has shape {tuple(w1.shape)}")
         out_ch = int(w1.shape[0])
-        in_ch = int(_attr(block, "in_channels", prev if res > 4 else 0))
+        in_ch = _attr_int(block, "in_channels", prev if res > 4 else 0)
         if in_ch != (prev if res > 4 else 0):
             raise UnsupportedArchitecture(
                 f"unsupported architecture: {path} takes {in_ch} channels but the previous block gives {prev}"
@@ -504,18 +591,18 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
         default_arch = (
             "resnet" if "skip" in modules else ("skip" if "torgb" in modules and res < img_resolution else "orig")
         )
-        archs.append(str(_attr(block, "architecture", default_arch)))
+        archs.append(_attr_str(block, "architecture", default_arch))
         f = _tensor(block, "resample_filter")
         if f is not None:
             filters.append(_taps_from_filter(f, f"{path}.resample_filter"))
         for name, layer in layers.items():
             w = _need_tensor(layer, "weight", f"{path}.{name}")
             kernels.append(int(w.shape[-1]))
-            clamps.append(_attr(layer, "conv_clamp"))
-            acts.append(str(_attr(layer, "activation", "lrelu")))
+            clamps.append(_attr_opt_float(layer, "conv_clamp"))
+            acts.append(_attr_str(layer, "activation", "lrelu"))
             has_noise = _tensor(layer, "noise_const") is not None
-            noise.append(bool(_attr(layer, "use_noise", has_noise)))
-            up = int(_attr(layer, "up", 2 if name == "conv0" else 1))
+            noise.append(_attr_bool(layer, "use_noise", has_noise))
+            up = _attr_int(layer, "up", 2 if name == "conv0" else 1)
             if up != (2 if name == "conv0" else 1):
                 raise UnsupportedArchitecture(f"unsupported architecture: {path}.{name} has up={up}")
             lf = _tensor(layer, "resample_filter")
@@ -523,7 +610,7 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
                 filters.append(_taps_from_filter(lf, f"{path}.{name}.resample_filter"))
         if "torgb" in modules:
             torgb = modules["torgb"]
-            clamps.append(_attr(torgb, "conv_clamp"))
+            clamps.append(_attr_opt_float(torgb, "conv_clamp"))
             tw = _need_tensor(torgb, "weight", f"{path}.torgb")
             if tw.ndim != 4 or tw.shape[-1] != 1 or tw.shape[-2] != 1:
                 raise UnsupportedArchitecture(f"unsupported architecture: {path}.torgb kernel {tuple(tw.shape)}")
@@ -537,7 +624,7 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
     if activation not in ACTIVATIONS:
         raise UnsupportedArchitecture(f"unsupported architecture: activation {activation!r}")
     synthesis = SynthesisConfig(
-        w_dim=int(_attr(G, "w_dim", _attr(syn, "w_dim"))),
+        w_dim=_attr_int(G, "w_dim", _attr(syn, "w_dim")),
         img_resolution=img_resolution,
         img_channels=img_channels,
         channels=tuple(channels),
@@ -550,11 +637,11 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
     )
 
     fcs = {n: c for n, c in _modules(mapping).items() if n.startswith("fc")}
-    num_layers = int(_attr(mapping, "num_layers", len(fcs)))
+    num_layers = _attr_int(mapping, "num_layers", len(fcs))
     if sorted(fcs) != sorted(f"fc{i}" for i in range(num_layers)):
         raise CheckpointError(f"mapping has layers {sorted(fcs)}, expected fc0..fc{num_layers - 1}")
-    z_dim = int(_attr(G, "z_dim", _attr(mapping, "z_dim")))
-    c_dim = int(_attr(G, "c_dim", _attr(mapping, "c_dim", 0)))
+    z_dim = _attr_int(G, "z_dim", _attr(mapping, "z_dim"))
+    c_dim = _attr_int(G, "c_dim", _attr(mapping, "c_dim", 0))
     w_dim = synthesis.w_dim
     embed_features = 0
     if c_dim > 0:
@@ -563,10 +650,10 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
             raise CheckpointError("checkpoint is missing key 'mapping.embed.weight'")
         embed_features = int(_need_tensor(embed, "weight", "mapping.embed").shape[0])
     layer_features = int(_need_tensor(fcs["fc0"], "weight", "mapping.fc0").shape[0]) if num_layers > 1 else 0
-    lr = _one([float(_attr(fc, "bias_gain", 1.0)) for fc in fcs.values()], "mapping lr_multiplier")
+    lr = _one([_attr_float(fc, "bias_gain", 1.0) for fc in fcs.values()], "mapping lr_multiplier")
     for name, fc in fcs.items():
         w = _need_tensor(fc, "weight", f"mapping.{name}")
-        gain = _attr(fc, "weight_gain")
+        gain = _attr_opt_float(fc, "weight_gain")
         if gain is not None and w.ndim == 2 and not math.isclose(float(gain), lr / math.sqrt(w.shape[1]), rel_tol=1e-5):
             raise UnsupportedArchitecture(f"unsupported architecture: mapping.{name} weight_gain {gain} != lr/sqrt(in)")
     mapping_cfg = MappingConfig(
@@ -577,17 +664,19 @@ def _official_config(G: PersistentObject) -> GeneratorConfig:
         num_layers=num_layers,
         embed_features=0 if embed_features == w_dim else embed_features,
         layer_features=0 if layer_features in (0, w_dim) else layer_features,
-        activation=_one([str(_attr(fc, "activation", "lrelu")) for fc in fcs.values()], "mapping activation"),
+        activation=_one([_attr_str(fc, "activation", "lrelu") for fc in fcs.values()], "mapping activation"),
         lr_multiplier=lr,
     )
     for rec, what in ((G, "G_ema"), (mapping, "G_ema.mapping"), (syn, "G_ema.synthesis")):
-        num_ws = _attr(rec, "num_ws")
-        if num_ws is not None and int(num_ws) != synthesis.num_ws:
+        num_ws = None if _attr(rec, "num_ws") is None else _attr_int(rec, "num_ws")
+        if num_ws is not None and num_ws != synthesis.num_ws:
             raise CheckpointError(f"{what}.num_ws is {num_ws}, the synthesis network has {synthesis.num_ws} ws")
     return GeneratorConfig(mapping=mapping_cfg, synthesis=synthesis)
 
 
-def _from_official(obj: Any) -> tuple[GeneratorConfig, dict[str, Tensor], str, str, list[str], dict[str, Any]]:
+def _from_official(
+    obj: Any,
+) -> tuple[GeneratorConfig | GeneratorConfigSG3, dict[str, Tensor], str, str, list[str], dict[str, Any]]:
     notes: list[str] = []
     if isinstance(obj, PersistentObject):
         G, which = obj, "a bare persistent generator"
@@ -602,14 +691,23 @@ def _from_official(obj: Any) -> tuple[GeneratorConfig, dict[str, Tensor], str, s
         raise UnsupportedArchitecture(
             f"unsupported architecture: {which} is a {G.class_name!r}, not a StyleGAN2 Generator"
         )
+    if looks_sg3(G):  # networks_stylegan3.Generator: see checkpoints_sg3.
+        name = "G_ema" if which != "G" else "G"
+        cfg3, state3, kwargs3 = from_official_sg3(G, name, notes)
+        notes.insert(0, f"read {which} (Generator) from a stylegan3 pickle; embedded class source was not executed")
+        ignored3 = sorted(str(k) for k in obj if k != which) if isinstance(obj, Mapping) else []
+        if ignored3:
+            notes.append(f"ignored entries: {', '.join(ignored3)}")
+        kwargs3 = _jsonable(kwargs3, WalkBudget(f"{which} init kwargs"))
+        return cfg3, state3, "stylegan3-pkl", G.class_name, notes, kwargs3
     _check_classes(G, "G_ema" if which != "G" else "G")
     mods = _modules(G)
     if "synthesis" not in mods or "mapping" not in mods:
         raise UnsupportedArchitecture("unsupported architecture: Generator without synthesis and mapping networks")
     try:
         cfg = _official_config(G)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"cannot derive the generator config from {which}: {e}") from e
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
+        raise CheckpointError(f"cannot derive the generator config from {which}: {describe(str(e), 200)}") from e
     check_parameter_count(expected_shapes(cfg), f"official pickle ({which})")
 
     syn = mods["synthesis"]
@@ -636,10 +734,11 @@ def _from_official(obj: Any) -> tuple[GeneratorConfig, dict[str, Tensor], str, s
     if ignored:
         notes.append(f"ignored entries: {', '.join(ignored)}")
     state = _finish(cfg, state, "checkpoint", notes)
-    kwargs = _jsonable(init_kwargs)
+    walk = WalkBudget(f"{which} init kwargs")
+    kwargs = _jsonable(init_kwargs, walk)
     init_args = G.state.get("_init_args")
     if isinstance(init_args, (tuple, list)) and init_args:
-        kwargs["_init_args"] = _jsonable(init_args)
+        kwargs["_init_args"] = _jsonable(init_args, walk)
     return cfg, state, fmt, G.class_name, notes, kwargs
 
 
@@ -676,8 +775,8 @@ def _from_rosinality(obj: Any) -> tuple[GeneratorConfig, dict[str, Tensor], list
     latent_avg = obj.get("latent_avg") if sd is not obj else None
     try:
         cfg, state, more_notes, init_kwargs = rosinality_to_official(sd, args=args, latent_avg=latent_avg)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"cannot map the rosinality generator: {e}") from e
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
+        raise CheckpointError(f"cannot map the rosinality generator: {describe(str(e), 200)}") from e
     notes += more_notes
     state = _finish(cfg, state, "rosinality checkpoint", notes)
     return cfg, state, notes, init_kwargs
@@ -744,6 +843,10 @@ def rosinality_to_official(
     n_up = 0
     while f"to_rgbs.{n_up}.conv.weight" in R or f"convs.{2 * n_up}.conv.weight" in R:
         n_up += 1
+    if 4 * 2**n_up > networks.MAX_IMG_RESOLUTION:
+        raise CheckpointError(
+            f"rosinality checkpoint has {n_up} up-sampling blocks (limit {networks.MAX_IMG_RESOLUTION} px)"
+        )
     size = 4 * 2**n_up
     const = take("input.input", ndim=4)
     channels = [int(const.shape[1])]
@@ -761,7 +864,10 @@ def rosinality_to_official(
 
     lr_mlp = 0.01
     if args is not None and "lr_mlp" in args:
-        lr_mlp = float(_py(args["lr_mlp"]))
+        raw_lr = _py(args["lr_mlp"])
+        if not isinstance(raw_lr, (int, float)) or isinstance(raw_lr, bool) or not math.isfinite(raw_lr):
+            raise CheckpointError(f"rosinality checkpoint: args.lr_mlp is {describe(raw_lr)}")
+        lr_mlp = float(raw_lr)
     else:
         notes.append("lr_mlp=0.01 assumed (rosinality's default; checkpoints do not store it)")
 
@@ -872,10 +978,11 @@ def rosinality_to_official(
         "lr_mlp": lr_mlp,
     }
     if args is not None:
-        init_kwargs["args"] = _jsonable(args)
+        init_kwargs["args"] = _jsonable(args, WalkBudget("rosinality args"))
         for key, mine in (("size", size), ("latent", style_dim), ("n_mlp", n_mlp)):
-            if key in args and _py(args[key]) != mine:
-                notes.append(f"args.{key}={_py(args[key])!r} disagrees with the weights ({mine}); the weights win")
+            theirs = _py(args[key]) if key in args else mine
+            if not isinstance(theirs, (int, float, str)) or theirs != mine:
+                notes.append(f"args.{key}={describe(theirs)} disagrees with the weights ({mine}); the weights win")
     return cfg, state, notes, init_kwargs
 
 
@@ -883,7 +990,23 @@ def rosinality_to_official(
 # The native format.
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A ``config.json`` (or the config in the safetensors metadata) larger than this is refused unread."""
+
+
+def _native_config(text: str, where: str) -> GeneratorConfig:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"bad generator config in {where}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return GeneratorConfig.from_dict(json.loads(text))
+    except RecursionError as e:
+        raise CheckpointError(f"bad generator config in {where}: nested too deeply") from e
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as e:
+        raise CheckpointError(f"bad generator config in {where}: {describe(str(e), 200)}") from e
+
+
 def _load_native(p: Path) -> Checkpoint:
+    """config.json first (validated, parameter count checked), then the tensors' shapes, then the data."""
     from safetensors import safe_open
 
     weights = p / "weights.safetensors" if p.is_dir() else p
@@ -893,19 +1016,30 @@ def _load_native(p: Path) -> Checkpoint:
     try:
         with safe_open(str(weights), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+            if cfg_path.is_file():
+                if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+                    raise CheckpointError(
+                        f"bad generator config in {cfg_path.name}: larger than {MAX_CONFIG_BYTES} bytes"
+                    )
+                cfg = _native_config(cfg_path.read_text(), str(cfg_path.name))
+            elif "config" in meta:
+                cfg = _native_config(meta["config"], f"{weights.name} metadata")
+            else:
+                raise CheckpointError(f"no config.json next to {weights.name} and none in its metadata")
+            check_parameter_count(expected_shapes(cfg), weights.name)
+            expected = expected_shapes(cfg)
+            keys = list(f.keys())
+            for k in keys:
+                if k not in expected and k != "mapping.w_avg":
+                    raise CheckpointError(f"{weights.name} has unexpected key {describe(k)}")
+                shape = tuple(f.get_slice(k).get_shape())
+                if k in expected and shape != expected[k]:
+                    raise CheckpointError(f"{weights.name}: {k!r} has shape {shape}, the config needs {expected[k]}")
+            state = {k: f.get_tensor(k) for k in keys}
+    except CheckpointError:
+        raise
     except Exception as e:
-        raise CheckpointError(f"cannot read {weights.name}: {e}") from e
-    if cfg_path.is_file():
-        text, where = cfg_path.read_text(), str(cfg_path.name)
-    elif "config" in meta:
-        text, where = meta["config"], f"{weights.name} metadata"
-    else:
-        raise CheckpointError(f"no config.json next to {weights.name} and none in its metadata")
-    try:
-        cfg = GeneratorConfig.from_dict(json.loads(text))
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise CheckpointError(f"bad generator config in {where}: {e}") from e
+        raise CheckpointError(f"cannot read {weights.name}: {describe(str(e), 200)}") from e
     notes: list[str] = []
     state = _finish(cfg, state, weights.name, notes)
     return Checkpoint(cfg, state, "styleserve", "styleserve.Generator", _sha256(weights), tuple(notes), {})

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from styleserve.errors import CheckpointError, UnsupportedArchitecture
 
-from ._pickle import NumpyArray, TFNetwork
+from ._pickle import NumpyArray, TFNetwork, WalkBudget, describe
 from .networks import W_AVG_SAMPLES, W_AVG_SEED, check_parameter_count, load_mapping, mean_w
 from .networks_v1 import (
     TRUNCATION_CUTOFF,
@@ -103,11 +103,24 @@ def _vars(net: TFNetwork) -> dict[str, np.ndarray[Any, Any]]:
 
 
 def _kw(net: TFNetwork, parent: TFNetwork, key: str, default: Any) -> Any:
+    """A static kwarg: None, a bool, a number, a short string or a short flat list of numbers."""
     for src in (net.static_kwargs, parent.static_kwargs):
         if key in src:
             v = src[key]
-            return v.item() if isinstance(v, np.generic) else v
+            v = v.item() if isinstance(v, np.generic) else v
+            if isinstance(v, (list, tuple)) and len(v) <= 64 and all(isinstance(e, (int, float)) for e in v):
+                return v
+            if v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 64):
+                return v
+            raise CheckpointError(f"TF pickle: static kwarg {key} of {net.name!r} is {describe(v)}")
     return default
+
+
+def _kw_str(net: TFNetwork, parent: TFNetwork, key: str, default: str) -> str:
+    v = _kw(net, parent, key, default)
+    if not isinstance(v, str):
+        raise CheckpointError(f"TF pickle: static kwarg {key} must be a string, got {describe(v)}")
+    return v
 
 
 def _shape(vars_: Mapping[str, np.ndarray[Any, Any]], name: str, where: str, ndim: int) -> tuple[int, ...]:
@@ -155,7 +168,7 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
     for key, want in (("use_wscale", True), ("use_styles", True), ("const_input_layer", True)):
         if bool(_kw(snet, gs, key, want)) != want or bool(_kw(mnet, gs, key, want)) != want:
             raise UnsupportedArchitecture(f"unsupported architecture: {key}={not want}")
-    if str(_kw(snet, gs, "dtype", "float32")) != "float32":
+    if _kw_str(snet, gs, "dtype", "float32") != "float32":
         raise UnsupportedArchitecture("unsupported architecture: dtype other than float32")
 
     # Mapping, from the shapes.
@@ -193,7 +206,7 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
             fused_scale=fused if isinstance(fused, str) else bool(fused),
             blur_filter=tuple(float(t) for t in blur) if blur else (),
             use_noise=use_noise,
-            activation=str(_kw(snet, gs, "nonlinearity", "lrelu")),
+            activation=_kw_str(snet, gs, "nonlinearity", "lrelu"),
             use_pixel_norm=bool(_kw(snet, gs, "use_pixel_norm", False)),
             use_instance_norm=bool(_kw(snet, gs, "use_instance_norm", True)),
         )
@@ -205,7 +218,7 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
             num_layers=num_layers,
             layer_features=fmaps,
             lr_multiplier=float(_kw(mnet, gs, "mapping_lrmul", 0.01)),
-            activation=str(_kw(mnet, gs, "mapping_nonlinearity", "lrelu")),
+            activation=_kw_str(mnet, gs, "mapping_nonlinearity", "lrelu"),
             normalize_latents=bool(_kw(mnet, gs, "normalize_latents", True)),
         )
         cfg = GeneratorConfigV1(
@@ -214,8 +227,8 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
             truncation_psi=float(psi) if psi is not None else 1.0,
             truncation_cutoff=int(cutoff) if cutoff is not None else None,
         )
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"cannot derive the StyleGAN config from the TF pickle: {e}") from e
+    except (ValueError, TypeError, ArithmeticError) as e:
+        raise CheckpointError(f"cannot derive the StyleGAN config from the TF pickle: {describe(str(e), 200)}") from e
     check_parameter_count(expected_shapes_v1(cfg), "TF pickle")
 
     # Unused variables: the lower-resolution ToRGB layers are expected, anything else is not.
@@ -246,26 +259,31 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
     for key, t in state.items():
         if not torch.isfinite(t).all():
             raise CheckpointError(f"TF pickle: {key!r} holds NaN or Inf")
+    walk = WalkBudget("TF static kwargs", max_depth=16)
     kwargs = {
-        "Gs": _plain(gs.static_kwargs),
-        "mapping": _plain(mnet.static_kwargs),
-        "synthesis": _plain(snet.static_kwargs),
+        "Gs": _plain(gs.static_kwargs, walk),
+        "mapping": _plain(mnet.static_kwargs, walk),
+        "synthesis": _plain(snet.static_kwargs, walk),
     }
     return cfg, state, "G_style", notes, kwargs
 
 
-def _plain(x: Any, depth: int = 0) -> Any:
-    if depth > 16:
-        return str(x)
+def _plain(x: Any, walk: WalkBudget, depth: int = 0) -> Any:
+    """Untrusted static kwargs as JSON-able data, counting nodes, depth and characters against ``walk``."""
+    walk.visit(depth)
     if isinstance(x, np.generic):
-        return x.item()
-    if x is None or isinstance(x, (bool, int, float, str)):
+        x = x.item()
+    if x is None or isinstance(x, (bool, float)):
         return x
+    if isinstance(x, int):
+        return x if x.bit_length() <= 64 else walk.str_of(x)
+    if isinstance(x, str):
+        return walk.text(x)
     if isinstance(x, Mapping):
-        return {str(k): _plain(v, depth + 1) for k, v in x.items()}
+        return {walk.str_of(k): _plain(v, walk, depth + 1) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v, depth + 1) for v in x]
-    return str(x)
+        return [_plain(v, walk, depth + 1) for v in x]
+    return walk.str_of(x)
 
 
 # ----------------------------------------------------------------------------
@@ -338,9 +356,9 @@ def from_rosinality_v1(
         ignored = sorted(str(k) for k in obj if k not in ("g_running", "generator", "mean_style"))
         if ignored:
             notes.append(f"ignored entries: {', '.join(ignored)}")
-    blocks = sorted({int(m.group(1)) for k in sd if (m := _R_BLOCK_RE.match(k))})
-    if blocks != list(range(len(blocks))):
-        raise CheckpointError(f"rosinality checkpoint: progression blocks {blocks} are not 0..n-1")
+    blocks = sorted({int(m.group(1)) if len(m.group(1)) <= 6 else 10**6 for k in sd if (m := _R_BLOCK_RE.match(k))})
+    if blocks != list(range(len(blocks))) or len(blocks) > 12:
+        raise CheckpointError(f"rosinality checkpoint: progression blocks {describe(blocks)} are not 0..n-1 (n <= 12)")
     if resolution is None:
         trained = [i for i in blocks if _r_trained(sd, i)]
         if not trained:
@@ -454,8 +472,10 @@ def rosinality_v1_to_state(sd: Mapping[str, Any], step: int) -> tuple[GeneratorC
             lr_multiplier=1.0,
         )  # fmt: skip
         cfg = GeneratorConfigV1(mapping=mcfg, synthesis=scfg, truncation_psi=0.7, truncation_cutoff=None)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"cannot derive the StyleGAN config from the rosinality checkpoint: {e}") from e
+    except (ValueError, TypeError, ArithmeticError) as e:
+        raise CheckpointError(
+            f"cannot derive the StyleGAN config from the rosinality checkpoint: {describe(str(e), 200)}"
+        ) from e
     expected = expected_shapes_v1(cfg)
     check_parameter_count(expected, "rosinality checkpoint")
 

@@ -1,4 +1,9 @@
-"""``styleserve-export``: checkpoint -> verified model directory."""
+"""``styleserve-export``: checkpoint -> verified model directory.
+
+Exit codes: 0 written; 1 the checkpoint (or the export) was refused, with one line
+``styleserve-export: error: ...`` on stderr and no traceback; 2 a usage error (argparse).
+See docs/SECURITY.md for the bounds a hostile checkpoint meets.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,14 @@ from pathlib import Path
 from styleserve.errors import StyleServeError
 
 from .checkpoints import FORMATS
+
+MAX_MESSAGE_CHARS = 500
+
+
+def _one_line(msg: str) -> str:
+    """An error message as one line of at most :data:`MAX_MESSAGE_CHARS` characters."""
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= MAX_MESSAGE_CHARS else msg[:MAX_MESSAGE_CHARS] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or directory (omit with --demo)")
     p.add_argument("out_dir", help="model directory to create")
-    p.add_argument("--demo", action="store_true", help="export the bundled deterministic demo generator")
+    p.add_argument("--demo", action="store_true", help="export the bundled trained demo generator (docs/DEMO.md)")
     p.add_argument("--name", help="model name (default: the directory name)")
     p.add_argument(
         "--kind",
@@ -48,31 +61,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.overwrite and Path(args.out_dir).exists():  # before the heavy imports
+        print(f"styleserve-export: error: {args.out_dir} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
     try:
         from .onnx_export import export_model
 
         source: dict[str, object]
-        if args.demo:
-            from .demo import DEMO_SEED, make_demo_generator
+        if args.demo:  # The shipped trained demo weights, read like any styleserve-format checkpoint.
+            from .demo import DEMO_WEIGHTS
 
-            G = make_demo_generator()
-            source = {"format": "demo", "seed": DEMO_SEED}
-        else:
-            if not args.checkpoint:
-                print("styleserve-export: error: CHECKPOINT is required (or --demo)", file=sys.stderr)
-                return 2
-            from .checkpoints import load_generator_from
+            args.checkpoint, args.kind = str(DEMO_WEIGHTS), "styleserve"
+        if not args.checkpoint:
+            print("styleserve-export: error: CHECKPOINT is required (or --demo)", file=sys.stderr)
+            return 2
+        from .checkpoints import load_generator_from
 
-            kind = None if args.kind == "auto" else args.kind
-            G, ckpt = load_generator_from(args.checkpoint, kind=kind, resolution=args.resolution)
-            source = {
-                "file": Path(args.checkpoint).name,
-                "checkpoint_sha256": ckpt.sha256,
-                "format": ckpt.format,
-                "class": ckpt.source_class,
-                "notes": list(ckpt.notes),
-                "init_kwargs": ckpt.init_kwargs,
-            }
+        kind = None if args.kind == "auto" else args.kind
+        G, ckpt = load_generator_from(args.checkpoint, kind=kind, resolution=args.resolution)
+        source = {
+            "file": Path(args.checkpoint).name,
+            "checkpoint_sha256": ckpt.sha256,
+            "format": ckpt.format,
+            "class": ckpt.source_class,
+            "notes": list(ckpt.notes),
+            "init_kwargs": ckpt.init_kwargs,
+        }
         batches = [int(b) for b in args.verify_batches.split(",") if b]
         t0 = time.perf_counter()
         manifest = export_model(
@@ -85,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             verify_batches=batches,
         )
     except (StyleServeError, FileExistsError, OSError, ValueError) as exc:
-        print(f"styleserve-export: error: {exc}", file=sys.stderr)
+        print(f"styleserve-export: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except (RecursionError, MemoryError, ArithmeticError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        # Safety net: the readers turn malformed input into CheckpointError; anything that slips through
+        # still ends in one line and exit 1, never a traceback.
+        print(f"styleserve-export: error: malformed input ({type(exc).__name__})", file=sys.stderr)
         return 1
     v = manifest.verification
     print(

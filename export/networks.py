@@ -48,6 +48,67 @@ ACTIVATIONS: dict[str, tuple[float, float]] = {
 
 ARCHITECTURES = ("orig", "skip", "resnet")
 
+# Config bounds: every config (from a checkpoint, config.json or code) is checked against them before any
+# tensor is allocated. Real StyleGAN2 models: 1024 px, 512 channels, z/w 512, <= 8 mapping layers.
+MAX_IMG_RESOLUTION = 8192
+MAX_CHANNELS = 4096  # Per block, and img_channels.
+MAX_LATENT_DIM = 4096  # z_dim, w_dim, mapping widths (w_avg estimation draws 10000 x z_dim).
+MAX_C_DIM = 100_000
+MAX_MAPPING_LAYERS = 64
+MAX_KERNEL_SIZE = 15
+MAX_FILTER_TAPS = 64
+
+
+def check_int(name: str, value: object, lo: int, hi: int) -> int:
+    """``value`` must be an ``int`` (not a bool) in ``[lo, hi]``; ValueError naming ``name`` otherwise."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an int, got {_short_type(value)}")
+    value = int(value)
+    if not lo <= value <= hi:
+        shown = value if value.bit_length() <= 64 else f"an int of {value.bit_length()} bits"
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {shown}")
+    return value
+
+
+def check_float(name: str, value: object, lo: float, hi: float) -> float:
+    """``value`` must be a finite real number (not a bool) in ``[lo, hi]``."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number, got {_short_type(value)}")
+    if isinstance(value, int) and value.bit_length() > 1024:
+        raise ValueError(f"{name} is too large")
+    value = float(value)
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{name} must be finite and in [{lo}, {hi}], got {float(value)!r}")
+    return float(value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {_short_type(value)}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        shown = repr(value[:40]) if isinstance(value, str) else _short_type(value)
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {shown}")
+
+
+def check_sequence(name: str, value: object, max_len: int) -> tuple[object, ...]:
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"{name} must be a list, got {_short_type(value)}")
+    if len(value) > max_len:
+        raise ValueError(f"{name} has {len(value)} entries (limit {max_len})")
+    return tuple(value)
+
+
+def _short_type(value: object) -> str:
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return f"a {type(value).__name__}"
+
 
 @dataclass(frozen=True)
 class MappingConfig:
@@ -62,6 +123,15 @@ class MappingConfig:
     lr_multiplier: float = 0.01
 
     def __post_init__(self) -> None:
+        check_int("z_dim", self.z_dim, 0, MAX_LATENT_DIM)
+        check_int("c_dim", self.c_dim, 0, MAX_C_DIM)
+        check_int("w_dim", self.w_dim, 1, MAX_LATENT_DIM)
+        check_int("num_ws", self.num_ws, 1, 64)
+        check_int("num_layers", self.num_layers, 1, MAX_MAPPING_LAYERS)
+        check_int("embed_features", self.embed_features, 0, MAX_LATENT_DIM)
+        check_int("layer_features", self.layer_features, 0, MAX_LATENT_DIM)
+        check_choice("activation", self.activation, list(ACTIVATIONS))
+        check_float("lr_multiplier", self.lr_multiplier, 1e-8, 1e8)
         if self.z_dim < 0 or self.c_dim < 0 or self.z_dim + self.c_dim == 0:
             raise ValueError(f"need z_dim > 0 or c_dim > 0, got z_dim={self.z_dim}, c_dim={self.c_dim}")
         if self.activation not in ACTIVATIONS:
@@ -93,9 +163,21 @@ class SynthesisConfig:
     kernel_size: int = 3
 
     def __post_init__(self) -> None:
-        r = self.img_resolution
+        check_int("w_dim", self.w_dim, 1, MAX_LATENT_DIM)
+        r = check_int("img_resolution", self.img_resolution, 4, MAX_IMG_RESOLUTION)
         if r < 4 or r & (r - 1):
             raise ValueError(f"img_resolution must be a power of two >= 4, got {r}")
+        check_int("img_channels", self.img_channels, 1, MAX_CHANNELS)
+        for c in check_sequence("channels", self.channels, 16):
+            check_int("channels", c, 1, MAX_CHANNELS)
+        check_choice("architecture", self.architecture, ARCHITECTURES)
+        check_choice("activation", self.activation, list(ACTIVATIONS))
+        if self.conv_clamp is not None:
+            check_float("conv_clamp", self.conv_clamp, 0.0, 1e30)
+        for t in check_sequence("resample_filter", self.resample_filter, MAX_FILTER_TAPS):
+            check_float("resample_filter", t, -1e30, 1e30)
+        check_bool("use_noise", self.use_noise)
+        check_int("kernel_size", self.kernel_size, 1, MAX_KERNEL_SIZE)
         if len(self.channels) != len(self.block_resolutions):
             raise ValueError(f"need {len(self.block_resolutions)} channel counts, got {len(self.channels)}")
         if self.architecture not in ARCHITECTURES:
@@ -196,10 +278,22 @@ class GeneratorConfig(GeneratorDims):
 
     @staticmethod
     def from_dict(d: dict[str, object]) -> GeneratorConfig:
+        """The inverse of :meth:`to_dict`; ValueError for anything that is not a valid config."""
+        if (
+            not isinstance(d, dict)
+            or not isinstance(d.get("mapping"), dict)
+            or not isinstance(d.get("synthesis"), dict)
+        ):
+            raise ValueError("a generator config is an object with 'mapping' and 'synthesis' objects")
         m = dict(d["mapping"])  # type: ignore[call-overload]
         s = dict(d["synthesis"])  # type: ignore[call-overload]
-        s["channels"] = tuple(s["channels"])
-        s["resample_filter"] = tuple(s["resample_filter"])
+        for name, part, cls in (("mapping", m, MappingConfig), ("synthesis", s, SynthesisConfig)):
+            fields = set(cls.__dataclass_fields__)
+            unknown = [k for k in part if k not in fields]
+            if unknown:
+                raise ValueError(f"unknown {name} key {str(unknown[0])[:40]!r}")
+        s["channels"] = check_sequence("channels", s.get("channels"), 16)
+        s["resample_filter"] = check_sequence("resample_filter", s.get("resample_filter"), MAX_FILTER_TAPS)
         return GeneratorConfig(mapping=MappingConfig(**m), synthesis=SynthesisConfig(**s))
 
 
@@ -734,8 +828,9 @@ def truncate_ws(w: Tensor, w_avg: Tensor, num_ws: int, psi: float, cutoff: int |
 
 W_AVG_SAMPLES = 10000
 W_AVG_SEED = 0
-MAX_PARAMETERS = 2**31
-"""Refuse generators with more elements than this (~8 GiB in float32); StyleGAN2 1024 px has ~30M."""
+MAX_PARAMETERS = 2**28
+"""Refuse generators with more elements than this (1 GiB in float32); StyleGAN2 1024 px has ~30M. Checked by
+every reader on the config alone, before any tensor of the checkpoint is materialised."""
 
 
 def check_parameter_count(shapes: Mapping[str, tuple[int, ...]], source: str) -> None:

@@ -38,7 +38,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .networks import GeneratorDims, noise_inputs, truncate_ws
+from .networks import (
+    MAX_C_DIM,
+    MAX_CHANNELS,
+    MAX_FILTER_TAPS,
+    MAX_IMG_RESOLUTION,
+    MAX_LATENT_DIM,
+    MAX_MAPPING_LAYERS,
+    GeneratorDims,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_sequence,
+    noise_inputs,
+    truncate_ws,
+)
 
 ARCHITECTURE = "stylegan"
 ACTIVATIONS_V1: dict[str, float] = {"lrelu": math.sqrt(2), "relu": math.sqrt(2)}  # name -> weight gain
@@ -63,6 +78,15 @@ class MappingConfigV1:
     normalize_latents: bool = True
 
     def __post_init__(self) -> None:
+        check_int("z_dim", self.z_dim, 1, MAX_LATENT_DIM)
+        check_int("c_dim", self.c_dim, 0, MAX_C_DIM)
+        check_int("w_dim", self.w_dim, 1, MAX_LATENT_DIM)
+        check_int("num_ws", self.num_ws, 1, 64)
+        check_int("num_layers", self.num_layers, 1, MAX_MAPPING_LAYERS)
+        check_int("layer_features", self.layer_features, 1, MAX_LATENT_DIM)
+        check_float("lr_multiplier", self.lr_multiplier, 1e-8, 1e8)
+        check_choice("activation", self.activation, list(ACTIVATIONS_V1))
+        check_bool("normalize_latents", self.normalize_latents)
         if self.z_dim < 1 or self.c_dim < 0 or self.w_dim < 1 or self.num_ws < 1 or self.num_layers < 1:
             raise ValueError("z_dim, w_dim, num_ws and num_layers must be positive, c_dim >= 0")
         if self.activation not in ACTIVATIONS_V1:
@@ -90,7 +114,19 @@ class SynthesisConfigV1:
     up_bias_before_blur: bool = False  # rosinality: the up-sampling conv's bias is added before the blur.
 
     def __post_init__(self) -> None:
-        r = self.img_resolution
+        check_int("w_dim", self.w_dim, 1, MAX_LATENT_DIM)
+        r = check_int("img_resolution", self.img_resolution, 4, MAX_IMG_RESOLUTION)
+        check_int("img_channels", self.img_channels, 1, MAX_CHANNELS)
+        for c in check_sequence("channels", self.channels, 16):
+            check_int("channels", c, 1, MAX_CHANNELS)
+        for t in check_sequence("blur_filter", self.blur_filter, MAX_FILTER_TAPS):
+            check_float("blur_filter", t, -1e30, 1e30)
+        if not isinstance(self.fused_scale, (bool, str)):
+            raise ValueError(f"fused_scale must be True, False or 'auto', got a {type(self.fused_scale).__name__}")
+        check_choice("activation", self.activation, list(ACTIVATIONS_V1))
+        for name in ("use_noise", "use_pixel_norm", "use_instance_norm", "up_bias_before_blur"):
+            check_bool(name, getattr(self, name))
+        check_float("instance_norm_eps", self.instance_norm_eps, 0.0, 1.0)
         if r < 4 or r & (r - 1):
             raise ValueError(f"img_resolution must be a power of two >= 4, got {r}")
         if len(self.channels) != len(self.resolutions):
@@ -132,6 +168,9 @@ class GeneratorConfigV1(GeneratorDims):
     architecture = ARCHITECTURE
 
     def __post_init__(self) -> None:
+        check_float("truncation_psi", self.truncation_psi, -100.0, 100.0)
+        if self.truncation_cutoff is not None:
+            check_int("truncation_cutoff", self.truncation_cutoff, 0, 64)
         self.check_dims()
 
     def to_dict(self) -> dict[str, object]:

@@ -7,11 +7,18 @@ model directory appears (atomically, by rename) only if every error is within bo
 * mapping: max abs error <= ``MAPPING_TOL`` (1e-5)
 * synthesis fp32: max abs image error <= ``IMAGE_TOL`` (1e-4); uint8 images differ by <= 1 level
 * synthesis fp16 (optional): max abs image error <= ``FP16_IMAGE_TOL`` against fp32 PyTorch.
+
+Memory (a 1024 px FFHQ config F generator exports within a few GB, see docs/BENCHMARKS.md): graphs are traced
+at batch 1 with a dynamic batch axis, one graph at a time, and each ONNX proto is dropped once it is checked;
+the verification sessions run without onnxruntime's CPU memory arena and memory pattern (buffers go back to
+the system after every run instead of staying at the largest run's size); one case is run at a time, the
+PyTorch reference first, and nothing of a finished case is kept; the verification batch sizes are clipped to
+a pixel budget (:func:`verify_batches_for`), so a 1024 px model is verified at batch 1 and 2 instead of 8.
 """
 
 from __future__ import annotations
 
-import hashlib
+import gc
 import shutil
 import tempfile
 import warnings
@@ -29,10 +36,12 @@ from torch import Tensor, nn
 import styleserve
 from styleserve.errors import VerificationError
 from styleserve.latent import noise_from_seed
-from styleserve.manifest import GraphFile, ModelManifest, NoiseInput, WsSlot
+from styleserve.manifest import GraphFile, ModelManifest, NoiseInput, WsSlot, sha256_file
 
 from .networks import Generator, SynthesisLayer, SynthesisNetwork
+from .networks_sg3 import GeneratorSG3, SynthesisNetworkSG3, input_transform
 from .networks_v1 import GeneratorV1, StyleLayerV1, SynthesisNetworkV1
+from .sefa import DIRECTIONS_FILE, write_directions
 
 AnyGenerator = Generator | GeneratorV1
 """StyleGAN2 (:mod:`.networks`) or StyleGAN v1 (:mod:`.networks_v1`): the same export contract."""
@@ -43,6 +52,17 @@ MAPPING_TOL = 1e-5
 IMAGE_TOL = 1e-4
 FP16_IMAGE_TOL = 0.05  # ~6/255 of the [-1, 1] range: fp16 has ~3 significant digits per conv.
 VERIFY_BATCHES = (1, 3, 8)
+VERIFY_PIXELS = 8 * 256 * 256
+"""Largest verification run, in images x pixels: the default batches in full up to 256 px (see verify_batches_for)."""
+TRACE_BATCH = 1  # Graphs are traced at batch 1; the batch axis is dynamic and verified at another batch size.
+
+
+def verify_batches_for(resolution: int, batches: Sequence[int], pixels: int = VERIFY_PIXELS) -> tuple[int, ...]:
+    """Each requested batch size clipped to ``pixels // resolution**2`` images, but never below 2 (a batch
+    other than the trace batch must run, to check the dynamic batch axis and that rows stay independent);
+    duplicates dropped, order kept. ``(1, 3, 8)`` stays ``(1, 3, 8)`` up to 256 px; 512 and 1024 px -> ``(1, 2)``."""
+    cap = max(2, pixels // resolution**2)
+    return tuple(dict.fromkeys(min(int(b), cap) for b in batches))
 
 
 class MappingGraph(nn.Module):
@@ -113,11 +133,17 @@ def _export(
         )
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
+    del model
+    gc.collect()  # the traced graph and the proto (weights included) go before the next graph is traced
 
 
 def _session(path: Path) -> ort.InferenceSession:
+    """A verification session: no CPU memory arena and no memory pattern, so that each run's buffers go back to
+    the system when it ends (with the arena, every session keeps its largest run's peak for its lifetime)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = False
+    so.enable_mem_pattern = False
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -197,9 +223,12 @@ def verify(
             img, u8 = s_sess.run(["image", "image_uint8"], sfeeds)
             img_err = max(img_err, float(np.abs(img - ref_img).max()))
             u8_err = max(u8_err, int(np.abs(u8.astype(np.int16) - ref_u8.astype(np.int16)).max()))
+            del img, u8, ref_u8
             if f_sess is not None:
                 (img16,) = f_sess.run(["image"], sfeeds)
                 fp16_err = max(fp16_err, float(np.abs(img16 - ref_img).max()))
+                del img16
+            del ref_img, sfeeds
     report.update(
         mapping_max_abs_err=map_err,
         image_max_abs_err=img_err,
@@ -230,16 +259,8 @@ def _architecture(G: AnyGenerator) -> tuple[str, dict[str, Any]]:
     return "stylegan2", {"psi": 1.0, "cutoff": None}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_model(
-    G: AnyGenerator,
+    G: AnyGenerator | GeneratorSG3,
     out_dir: Path | str,
     *,
     name: str | None = None,
@@ -249,6 +270,10 @@ def export_model(
     verify_batches: Sequence[int] = VERIFY_BATCHES,
 ) -> ModelManifest:
     """Write a verified model directory; nothing appears at ``out_dir`` if verification fails."""
+    if isinstance(G, GeneratorSG3):
+        return export_model_sg3(
+            G, out_dir, name=name, fp16=fp16, source=source, overwrite=overwrite, verify_batches=verify_batches
+        )
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (use overwrite)")
@@ -265,10 +290,11 @@ def export_model(
         z = torch.randn(2, cfg.z_dim)
         m_args: tuple[Tensor, ...] = (z, torch.eye(cfg.c_dim)[[0, 1 % cfg.c_dim]]) if cfg.c_dim else (z,)
         _export(MappingGraph(G), m_args, tmp / "mapping.onnx", m_inputs, ["w"], {k: {0: "N"} for k in [*m_inputs, "w"]})
+        del m_args
         # Synthesis (fp32, and optionally fp16 convolutions).
         s_inputs = ["ws"] + [n.name for n in noise]
-        ws = G.mapping.w_avg.reshape(1, 1, -1).repeat(2, G.num_ws, 1)
-        s_args = (ws, *[torch.zeros(2, 1, n.resolution, n.resolution) for n in noise])
+        ws = G.mapping.w_avg.reshape(1, 1, -1).repeat(TRACE_BATCH, G.num_ws, 1)  # [1, num_ws, w_dim]
+        s_args = (ws, *[torch.zeros(TRACE_BATCH, 1, n.resolution, n.resolution) for n in noise])
         dyn = {"ws": {0: "N"}, "image": {0: "N"}, "image_uint8": {0: "N"}}
         dyn.update({n.name: {0: "noise_batch"} for n in noise})
         _export(SynthesisGraph(syn), s_args, tmp / "synthesis.onnx", s_inputs, ["image", "image_uint8"], dyn)
@@ -282,7 +308,12 @@ def export_model(
             finally:
                 syn.set_mode(conv_dtype=torch.float32)
             fp16_path = tmp / "synthesis_fp16.onnx"
-        report = verify(G, tmp / "mapping.onnx", tmp / "synthesis.onnx", fp16_path=fp16_path, batches=verify_batches)
+        del s_args, ws
+        gc.collect()
+        batches = verify_batches_for(cfg.img_resolution, verify_batches)
+        report = verify(G, tmp / "mapping.onnx", tmp / "synthesis.onnx", fp16_path=fp16_path, batches=batches)
+        if tuple(verify_batches) != batches:
+            report["requested_batches"] = list(verify_batches)
 
         layer_of: dict[str, SynthesisLayer | StyleLayerV1] = dict(syn.noise_layers())
         planes = {n.name: layer_of[n.layer].noise_const.numpy() for n in noise}
@@ -314,9 +345,203 @@ def export_model(
                 "opset": OPSET,
             },
             verification=report,
+            directions=write_directions(syn, ws_slots(syn), tmp),  # directions.npy (semantic edits, export/sefa.py)
         )
         manifest.source.setdefault("config", cfg.to_dict())
-        manifest.source["files_sha256"] = {p.name: _sha256(p) for p in sorted(tmp.glob("*.onnx"))}
+        hashed = sorted([*tmp.glob("*.onnx"), tmp / "noise_const.npz", tmp / DIRECTIONS_FILE])  # every file served
+        manifest.source["files_sha256"] = {p.name: sha256_file(p) for p in hashed}
+        manifest.save(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return manifest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------
+# StyleGAN3 (networks_sg3): no noise inputs; the user transform is a per-image graph input.
+
+TRANSFORM_INPUT = "transform"
+"""The SG3 synthesis graph's input ``[N, 3, 3]`` float32: ``synthesis.input.transform`` per image, i.e.
+``inv(make_transform(translate, angle))`` as gen_images.py sets it (identity = no translation or rotation;
+``networks_sg3.input_transform`` computes it)."""
+
+
+class SynthesisGraphSG3(nn.Module):
+    """ws [N, num_ws, w_dim] + transform [N, 3, 3] -> (image float32 NCHW, image uint8 NHWC)."""
+
+    def __init__(self, synthesis: SynthesisNetworkSG3) -> None:
+        super().__init__()
+        self.synthesis = synthesis
+
+    def forward(self, ws: Tensor, transform: Tensor) -> tuple[Tensor, Tensor]:
+        img = self.synthesis(ws, transform)  # [N, C, H, W]
+        u8 = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # [N, H, W, C]
+        return img, u8
+
+
+def ws_slots_sg3(synthesis: SynthesisNetworkSG3) -> list[WsSlot]:
+    """ws[0] -> "input", ws[1 + i] -> layer i; resolution = the sampling rate of what it feeds."""
+    table, rates = synthesis.ws_table(), synthesis.ws_resolutions()
+    return [WsSlot(index=i, layers=names, resolution=r) for i, (names, r) in enumerate(zip(table, rates, strict=True))]
+
+
+def _transforms(rng: np.random.RandomState, batch: int) -> list[np.ndarray]:
+    """Identity, and per-image random gen_images.py translations / rotations. ``# [N, 3, 3] each``"""
+    eye = np.repeat(np.eye(3, dtype=np.float32)[None], batch, axis=0)
+    tx, ty, angle = rng.uniform(-0.5, 0.5, batch), rng.uniform(-0.5, 0.5, batch), rng.uniform(-180, 180, batch)
+    moved = [input_transform((float(tx[i]), float(ty[i])), float(angle[i])) for i in range(batch)]
+    return [eye, np.stack(moved)]
+
+
+def verify_sg3(
+    G: GeneratorSG3,
+    mapping_path: Path,
+    synthesis_path: Path,
+    *,
+    fp16_path: Path | None = None,
+    batches: Sequence[int] = VERIFY_BATCHES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`verify` for StyleGAN3: random ws rows per layer, identity and random transforms."""
+    rng = np.random.RandomState(seed)
+    cfg = G.cfg
+    m_sess, s_sess = _session(mapping_path), _session(synthesis_path)
+    f_sess = _session(fp16_path) if fp16_path else None
+    w_avg = G.mapping.w_avg.numpy()
+    map_err = img_err = fp16_err = 0.0
+    u8_err = 0
+    for batch in batches:
+        z = rng.randn(batch * G.num_ws, cfg.z_dim).astype(np.float32)
+        feeds: dict[str, np.ndarray] = {"z": z}
+        c_t = None
+        if cfg.c_dim:
+            feeds["c"] = np.eye(cfg.c_dim, dtype=np.float32)[rng.randint(0, cfg.c_dim, batch * G.num_ws)]
+            c_t = torch.from_numpy(feeds["c"])
+        with torch.no_grad():
+            ref_w = G.mapping(torch.from_numpy(z), c_t).numpy()
+        (got_w,) = m_sess.run(["w"], feeds)
+        map_err = max(map_err, float(np.abs(got_w - ref_w).max()))
+        ws = ref_w.reshape(batch, G.num_ws, -1)
+        ws = w_avg + rng.uniform(0.5, 1.0, size=(batch, G.num_ws, 1)).astype(np.float32) * (ws - w_avg)
+        for transform in _transforms(rng, batch):
+            with torch.no_grad():
+                ref_img = G.synthesis(torch.from_numpy(ws), torch.from_numpy(transform)).numpy()
+            ref_u8 = np.clip(np.transpose(ref_img, (0, 2, 3, 1)) * 127.5 + 128, 0, 255).astype(np.uint8)
+            sfeeds = {"ws": ws, TRANSFORM_INPUT: transform}
+            img, u8 = s_sess.run(["image", "image_uint8"], sfeeds)
+            img_err = max(img_err, float(np.abs(img - ref_img).max()))
+            u8_err = max(u8_err, int(np.abs(u8.astype(np.int16) - ref_u8.astype(np.int16)).max()))
+            del img, u8, ref_u8
+            if f_sess is not None:
+                (img16,) = f_sess.run(["image"], sfeeds)
+                fp16_err = max(fp16_err, float(np.abs(img16 - ref_img).max()))
+                del img16
+            del ref_img, sfeeds
+    report: dict[str, Any] = {
+        "batches": list(batches),
+        "transforms": ["identity", "random translate/rotate"],
+        "mapping_max_abs_err": map_err,
+        "image_max_abs_err": img_err,
+        "uint8_max_abs_err": u8_err,
+        "mapping_tol": MAPPING_TOL,
+        "image_tol": IMAGE_TOL,
+    }
+    if f_sess is not None:
+        report.update(fp16_image_max_abs_err=fp16_err, fp16_image_tol=FP16_IMAGE_TOL)
+    failures = []
+    if not map_err <= MAPPING_TOL:
+        failures.append(f"mapping max abs error {map_err:.3g} > {MAPPING_TOL:g}")
+    if not img_err <= IMAGE_TOL:
+        failures.append(f"synthesis max abs image error {img_err:.3g} > {IMAGE_TOL:g}")
+    if u8_err > 1:
+        failures.append(f"uint8 image differs by {u8_err} levels")
+    if f_sess is not None and not fp16_err <= FP16_IMAGE_TOL:
+        failures.append(f"fp16 synthesis max abs image error {fp16_err:.3g} > {FP16_IMAGE_TOL:g}")
+    if failures:
+        raise VerificationError("export verification failed: " + "; ".join(failures))
+    return report
+
+
+def export_model_sg3(
+    G: GeneratorSG3,
+    out_dir: Path | str,
+    *,
+    name: str | None = None,
+    fp16: bool = False,
+    source: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    verify_batches: Sequence[int] = VERIFY_BATCHES,
+) -> ModelManifest:
+    """:func:`export_model` for StyleGAN3: synthesis inputs ``ws`` and ``transform``, no noise inputs
+    (``noise_const.npz`` is written empty), architecture ``stylegan3``, ``transform_input`` in the manifest."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    G = G.eval().requires_grad_(False)
+    cfg = G.cfg
+    syn = G.synthesis
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        m_inputs = ["z"] + (["c"] if cfg.c_dim else [])
+        z = torch.randn(2, cfg.z_dim)
+        m_args: tuple[Tensor, ...] = (z, torch.eye(cfg.c_dim)[[0, 1 % cfg.c_dim]]) if cfg.c_dim else (z,)
+        m_dyn = {k: {0: "N"} for k in [*m_inputs, "w"]}
+        _export(MappingGraph(G), m_args, tmp / "mapping.onnx", m_inputs, ["w"], m_dyn)  # type: ignore[arg-type]
+        s_inputs = ["ws", TRANSFORM_INPUT]
+        s_args = (G.mapping.w_avg.reshape(1, 1, -1).repeat(2, G.num_ws, 1), torch.eye(3).repeat(2, 1, 1))
+        dyn = {k: {0: "N"} for k in ["ws", TRANSFORM_INPUT, "image", "image_uint8"]}
+        graph_out = ["image", "image_uint8"]
+        _export(SynthesisGraphSG3(syn), s_args, tmp / "synthesis.onnx", s_inputs, graph_out, dyn)
+        fp16_path = None
+        if fp16:
+            syn.set_mode(conv_dtype=torch.float16)
+            try:
+                _export(SynthesisGraphSG3(syn), s_args, tmp / "synthesis_fp16.onnx", s_inputs, graph_out, dyn)
+            finally:
+                syn.set_mode(conv_dtype=torch.float32)
+            fp16_path = tmp / "synthesis_fp16.onnx"
+        del s_args
+        gc.collect()
+        batches = verify_batches_for(cfg.img_resolution, verify_batches)
+        report = verify_sg3(G, tmp / "mapping.onnx", tmp / "synthesis.onnx", fp16_path=fp16_path, batches=batches)
+        if tuple(verify_batches) != batches:
+            report["requested_batches"] = list(verify_batches)
+        np.savez(tmp / "noise_const.npz")
+        manifest = ModelManifest(
+            name=name or out.name,
+            architecture="stylegan3",
+            z_dim=cfg.z_dim,
+            c_dim=cfg.c_dim,
+            w_dim=cfg.w_dim,
+            num_ws=cfg.num_ws,
+            img_resolution=cfg.img_resolution,
+            img_channels=cfg.img_channels,
+            w_avg=[float(x) for x in G.mapping.w_avg.tolist()],
+            mapping=GraphFile("mapping.onnx", m_inputs, ["w"]),
+            synthesis=GraphFile("synthesis.onnx", s_inputs, graph_out),
+            synthesis_fp16=GraphFile("synthesis_fp16.onnx", s_inputs, graph_out) if fp16 else None,
+            ws_layers=ws_slots_sg3(syn),
+            noise_inputs=[],
+            truncation={"psi": 1.0, "cutoff": None},  # gen_images.py's defaults.
+            source=dict(source or {}),
+            versions={
+                "styleserve": styleserve.__version__,
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__,
+                "opset": OPSET,
+            },
+            verification=report,
+            transform_input=TRANSFORM_INPUT,
+        )
+        manifest.source.setdefault("config", cfg.to_dict())
+        hashed = sorted([*tmp.glob("*.onnx"), tmp / "noise_const.npz"])  # every file the server opens
+        manifest.source["files_sha256"] = {p.name: sha256_file(p) for p in hashed}
         manifest.save(tmp)
         if out.exists():
             shutil.rmtree(out)

@@ -19,16 +19,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from styleserve import __version__
 from styleserve.errors import StyleServeError
 from styleserve.v1 import styleserve_pb2 as pb
-from styleserve.v1 import styleserve_pb2_grpc as pb_grpc
 
+from . import oip
 from .auth import TokenAuthInterceptor
 from .config import ServerConfig
 from .engine import Engine
 from .metrics import Metrics
 from .repository import load_repository
-from .service import StyleServeServicer
+from .service import StyleServeServicer, add_to_server
 
 log = logging.getLogger("styleserve.server")
 
@@ -60,6 +61,7 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (by default: SIGTERM or SIGINT)."""
+    log.info("styleserve %s (Python %s)", __version__, sys.version.split()[0])
     log.info("config %s", json.dumps(config.describe(), sort_keys=True))
     runtimes = load_repository(config)
     for name, rt in runtimes.items():
@@ -73,7 +75,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     server = grpc.aio.server(
         options=grpc_options(config), interceptors=[TokenAuthInterceptor(tokens)] if tokens else []
     )
-    pb_grpc.add_StyleServeServicer_to_server(StyleServeServicer(engine), server)  # type: ignore[no-untyped-call]
+    add_to_server(StyleServeServicer(engine), server)
+    oip.add_to_server(engine, server)  # KServe Open Inference Protocol, same port (docs/OIP.md)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", SERVICE_NAME):

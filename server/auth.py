@@ -1,7 +1,9 @@
 """Bearer-token auth: a server interceptor over the ``authorization`` metadata.
 
 Health checks stay open (load balancers and orchestrators probe them without credentials);
-every other service, reflection included, needs ``authorization: Bearer <token>``.
+every other service, reflection included, needs ``authorization: Bearer <token>``. The decision is
+made from the metadata alone, before the request body is read: a refused call costs a few kilobytes
+and one rate-limited log line.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+
+from .status import RateLimitedLog, log
+
+refused_log = RateLimitedLog(log)
 
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
@@ -27,22 +33,14 @@ def _token_ok(metadata: Sequence[tuple[str, str | bytes]] | None, tokens: Sequen
     return False
 
 
-def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+async def _refuse(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    refused_log.warning("refused a call without a valid bearer token")
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
-    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-        yield  # pragma: no cover - makes this an async generator
 
-    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary, **kw)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream, **kw)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary, **kw)
-    return grpc.stream_stream_rpc_method_handler(stream, **kw)
+# Whatever the method's kind, a refused call gets a stream-request handler without a deserializer that aborts
+# before it reads a message: the body is never parsed, nor pulled past the flow-control window.
+DENY = grpc.stream_unary_rpc_method_handler(_refuse)
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -62,4 +60,4 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if _token_ok(handler_call_details.invocation_metadata, self._tokens):
             return handler
-        return _deny(handler)
+        return DENY

@@ -6,8 +6,9 @@ other requests for the model are in flight but not queued here yet (``company``)
 submissions as fit in ``max_batch_rows`` together in a worker thread and hands each its own slice.
 Runs of one batcher never overlap, so submissions that arrive during a run form the next batch.
 
-Before a run, submissions whose caller went away (cancelled future) or whose deadline passed are
-dropped. A full queue refuses new submissions at once (:class:`~styleserve.errors.Overloaded`).
+Before a run, submissions whose deadline passed (``reason="deadline"``, whether or not gRPC has cancelled
+the call yet) or whose caller went away (cancelled future, ``reason="cancelled"``) are dropped. A full queue
+refuses new submissions at once (:class:`~styleserve.errors.Overloaded`).
 """
 
 from __future__ import annotations
@@ -136,11 +137,14 @@ class Batcher(Generic[P, R]):
             item = self._queue.popleft()
             self._queued_rows -= item.rows
             reason = None
-            if item.future.done():
-                reason = "cancelled"
-            elif item.deadline is not None and now >= item.deadline:
+            # The deadline first: when it passes, gRPC also cancels the call (so the future is done), and
+            # that drop is a deadline's, not a client's cancellation.
+            if item.deadline is not None and now >= item.deadline:
                 reason = "deadline"
-                item.future.set_exception(DeadlineExpired("deadline passed while queued; the work was not run"))
+                if not item.future.done():
+                    item.future.set_exception(DeadlineExpired("deadline passed while queued; the work was not run"))
+            elif item.future.done():
+                reason = "cancelled"
             if reason is not None:
                 self._metrics.dropped.labels(self.model, self.network, reason).inc()
                 continue

@@ -15,6 +15,9 @@ from typing import Any
 
 MiB = 2**20
 ENV_PREFIX = "STYLESERVE_"
+METRICS_PORT = 9464
+"""The /metrics port of the deploy files and docs (not Prometheus's own 9090); ``--metrics-port`` is off (0) by
+default."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class ServerConfig:
     device_id: int = 0
     intra_op_threads: int = 0  # 0 = one per core.
     fp16: bool = False  # Serve synthesis_fp16.onnx where the model has one.
+    engine: str = "onnxruntime"  # onnxruntime | openvino (synthesis on OpenVINO, CPU; server/engine_openvino.py)
+    precision: str = "fp32"  # fp32 | bf16 (--engine openvino on CPUs with AVX-512 BF16/AMX)
+    verify_files: bool = True  # Check every opened file against model.json's source.files_sha256 at start.
     # batching and limits
     max_batch_size: int = 16  # Rows per onnxruntime run.
     max_queue_delay_ms: float = 2.0  # How long a queued request waits for other in-flight requests to join.
@@ -40,7 +46,8 @@ class ServerConfig:
     w_cache_ttl_s: float = 0.0  # 0 = no expiry.
     # encoding
     encode_workers: int = 0  # 0 = one per core.
-    png_compress_level: int = 1
+    png_compress_level: int = 1  # Pillow's zlib level (grayscale PNGs, or --png-encoder pillow).
+    png_encoder: str = "auto"  # auto | fpng | pillow (auto: fpng where installed).
     # lifecycle and security
     grace_s: float = 10.0
     drain_delay_s: float = 0.0  # After SIGTERM, report NOT_SERVING this long before closing the port.
@@ -60,6 +67,8 @@ class ServerConfig:
                 raise ValueError(what)
 
         need(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        need(self.engine in ("onnxruntime", "openvino"), f"engine must be onnxruntime or openvino, got {self.engine!r}")
+        need(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
         need(0 <= self.port <= 65535, f"port out of range: {self.port}")
         need(self.max_batch_size >= 1, "max_batch_size must be >= 1")
         need(self.max_queue_delay_ms >= 0, "max_queue_delay_ms must be >= 0")
@@ -69,6 +78,7 @@ class ServerConfig:
         need(self.max_connection_age_s >= 0, "max_connection_age_s must be >= 0")
         need(self.w_cache_bytes >= 0 and self.w_cache_ttl_s >= 0, "w cache size and TTL must be >= 0")
         need(0 <= self.png_compress_level <= 9, "png_compress_level must be in 0..9")
+        need(self.png_encoder in ("auto", "fpng", "pillow"), "png_encoder must be auto, fpng or pillow")
         need(self.grace_s >= 0 and self.drain_delay_s >= 0, "grace_s and drain_delay_s must be >= 0")
         need((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together")
         need(self.tls_client_ca is None or self.tls_cert is not None, "tls_client_ca needs tls_cert and tls_key")
@@ -124,6 +134,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "device": "onnxruntime device: auto (CUDA when available), cpu or cuda",
         "intra_op_threads": "onnxruntime threads per session, 0 = one per core",
         "fp16": "serve synthesis_fp16.onnx where a model has one",
+        "engine": "synthesis engine: onnxruntime, or openvino (CPU, static batch buckets, verified against "
+        "onnxruntime at start; needs the openvino extra)",
+        "precision": "fp32, or bf16 with --engine openvino on CPUs with AVX-512 BF16/AMX "
+        "(verified at start within 0.25)",
+        "verify_files": "check each model file against model.json's files_sha256 at start (false skips it)",
         "max_batch_size": "rows per onnxruntime run (dynamic batching)",
         "max_queue_delay_ms": "how long a queued request waits for other in-flight requests to join its run "
         "(a lone request never waits)",
@@ -137,7 +152,20 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "auth_token_file": "file of accepted bearer tokens, one per line",
         "auth_token": "one accepted bearer token (prefer the file or the environment)",
         "tls_client_ca": "CA bundle; when given, clients must present a certificate it signed",
-        "metrics_port": "port of the Prometheus /metrics endpoint, 0 = off",
+        "metrics_port": f"port of the Prometheus /metrics endpoint, 0 = off (the deploy files use {METRICS_PORT})",
+        "model_repository": "directory of model directories (or one model directory)",
+        "device_id": "CUDA device index with --device cuda/auto",
+        "max_images_per_request": "most images one unary request may ask for (INVALID_ARGUMENT beyond)",
+        "max_stream_images": "most images one StreamGenerate call may ask for",
+        "max_message_bytes": "largest gRPC message sent or received, in bytes",
+        "encode_workers": "PNG/JPEG encoding threads, 0 = one per core",
+        "png_compress_level": "zlib level of PNG outputs written by Pillow, 0..9",
+        "png_encoder": "lossless PNG encoder: auto (fpng where installed), fpng or pillow; pixels are identical",
+        "reflection": "serve gRPC server reflection",
+        "tls_cert": "PEM certificate chain; serves TLS (with --tls-key)",
+        "tls_key": "PEM private key of --tls-cert",
+        "metrics_host": "address the /metrics endpoint binds",
+        "log_level": "DEBUG, INFO, WARNING or ERROR",
     }
     for f in fields(ServerConfig):
         env_name = ENV_PREFIX + f.name.upper()
@@ -156,11 +184,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         try:
             default = typ(raw) if raw is not None else defaults[f.name]
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            raise SystemExit(f"styleserve serve: bad {env_name}={raw!r}: {exc}") from exc
-        help_text = helps.get(f.name, "") + f" [env {env_name}]"
+            p.error(f"bad {env_name}={raw!r}: {exc}")  # exits 2, as every usage error
+        shown = "<redacted>" if f.name == "auth_token" and default else default
+        default_text = "" if shown is None and f.name == "model_repository" else f" (default {shown})"
+        help_text = helps.get(f.name, f.name.replace("_", " ")) + f"{default_text} [env {env_name}]"
+        help_text = help_text.replace("%", "%%")
         if f.name == "model_repository":
             p.add_argument(
-                "model_repository", nargs="?", type=Path, default=default, help="model directory " + help_text
+                "model_repository", nargs="?", type=Path, default=default, help=help_text
             )
         elif f.type == "bool":
             p.add_argument("--" + f.name.replace("_", "-"), type=_bool, nargs="?", const=True, default=default,

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -25,14 +25,16 @@ import numpy.typing as npt
 from styleserve.errors import InvalidArgument, NotFound, Unavailable
 from styleserve.latent import broadcast_ws, class_labels, truncate_rows
 from styleserve.manifest import ModelManifest
+from styleserve.transform import identity_transforms
 from styleserve.v1 import styleserve_pb2 as pb
 
 from .batcher import Batcher
 from .config import ServerConfig
-from .convert import Latent, Output, Plan, Source, Truncation, model_info
-from .imaging import encode
+from .convert import MAX_MODEL_NAME_CHARS, Edit, Latent, Output, Plan, Source, Truncation, model_info, text
+from .imaging import encode, resolve_png_encoder
 from .metrics import Metrics
 from .runtime import ModelRuntime, NoiseSpec
+from .status import quote
 from .wcache import WCache, content_key
 
 log = logging.getLogger("styleserve.server")
@@ -40,7 +42,8 @@ log = logging.getLogger("styleserve.server")
 F32 = npt.NDArray[np.float32]
 Images = dict[str, npt.NDArray[np.generic]]
 MapPayload = tuple[F32, F32 | None]  # z [n, z_dim], c [n, c_dim] or None
-SynthPayload = tuple[F32, tuple[NoiseSpec, ...], tuple[str, ...]]  # ws [n, num_ws, w_dim], noise, outputs
+# ws [n, num_ws, w_dim], noise, outputs, input transforms [n, 3, 3] (None = identity; StyleGAN3)
+SynthPayload = tuple[F32, tuple[NoiseSpec, ...], tuple[str, ...], F32 | None]
 P = TypeVar("P")
 R = TypeVar("R")
 
@@ -56,9 +59,22 @@ def _run_synthesis(rt: ModelRuntime, payloads: list[SynthPayload]) -> list[Image
     ws = np.concatenate([p[0] for p in payloads])
     noise = [spec for p in payloads for spec in p[1]]
     outputs = tuple(dict.fromkeys(name for p in payloads for name in p[2]))
-    images = rt.run_synthesis(ws, noise, outputs)
+    transforms = None
+    if any(p[3] is not None for p in payloads):
+        transforms = np.concatenate([identity_transforms(len(p[0])) if p[3] is None else p[3] for p in payloads])
+    images = rt.run_synthesis(ws, noise, outputs, transforms)
     bounds = np.cumsum([0] + [len(p[0]) for p in payloads])
     return [{k: images[k][a:b] for k in p[2]} for p, a, b in zip(payloads, bounds[:-1], bounds[1:], strict=True)]
+
+
+def apply_edits(ws: F32, edits: Sequence[Edit], directions: Mapping[str, F32]) -> F32:
+    """ws ``[..., num_ws, w_dim]`` + sum of ``alpha * d`` on each edit's layers (a new array; checked edits)."""
+    out = np.array(ws, dtype=np.float32, copy=True)
+    for e in edits:
+        d = directions[e.layer_range][e.direction]  # [w_dim], unit
+        idx = list(e.layers)
+        out[..., idx, :] += np.float32(e.alpha) * d
+    return out
 
 
 @dataclass
@@ -91,6 +107,7 @@ class Engine:
 
     def __init__(self, runtimes: Mapping[str, ModelRuntime], config: ServerConfig, metrics: Metrics) -> None:
         self.config = config
+        self.png_encoder = resolve_png_encoder(config.png_encoder)  # ConfigError (exit 2) if fpng is asked but missing.
         self.metrics = metrics
         self.runtimes = dict(runtimes)
         cores = os.cpu_count() or 1
@@ -103,8 +120,9 @@ class Engine:
     # ----------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Create the batchers (needs the running loop)."""
+        """Create the batchers and start the w cache's TTL sweep (needs the running loop)."""
         c = self.config
+        self.cache.start()
         for name, rt in self.runtimes.items():
             common: dict[str, Any] = dict(
                 max_batch_rows=c.max_batch_size,
@@ -118,9 +136,14 @@ class Engine:
             synthesis: Batcher[SynthPayload, Images] = Batcher(name, "synthesis", partial(_run_synthesis, rt), **common)
             mapping.start()
             synthesis.start()
-            self.models[name] = ServedModel(name, rt, model_info(rt.manifest, rt.provider), mapping, synthesis)
+            self.models[name] = ServedModel(name, rt, self._info(rt), mapping, synthesis)
             m = rt.manifest
             self.metrics.add_model(name, m.architecture, m.img_resolution, m.img_channels, m.num_ws, rt.provider)
+
+    def _info(self, rt: ModelRuntime) -> pb.ModelInfo:
+        fp16 = rt.manifest.synthesis_fp16
+        precision = "fp16" if fp16 is not None and rt.synthesis_file == fp16.file else "fp32"
+        return model_info(rt.manifest, rt.provider, png_encoder=self.png_encoder, precision=precision)
 
     def _active(self, name: str) -> int:
         sm = self.models.get(name)
@@ -148,6 +171,7 @@ class Engine:
         for sm in self.models.values():
             await sm.mapping.close()
             await sm.synthesis.close()
+        await self.cache.close()
         self.infer_pool.shutdown(wait=True)
         self.encode_pool.shutdown(wait=True)
 
@@ -160,10 +184,14 @@ class Engine:
     def model(self, name: str, field: str = "model") -> ServedModel:
         if not name:
             raise InvalidArgument(field, "is required")
-        sm = self.models.get(name)
+        sm = self.models.get(text(name, field, MAX_MODEL_NAME_CHARS))
         if sm is None:
-            raise NotFound(f"{field}: unknown model {name!r}; serving {sorted(self.models)}")
+            raise NotFound(f"{field}: unknown model {quote(name)}; serving {sorted(self.models)}")
         return sm
+
+    async def offload(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` in a worker thread: work proportional to a request's size stays off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.encode_pool, partial(fn, *args))
 
     # ------------------------------------------------------------------------------- mapping
 
@@ -220,7 +248,9 @@ class Engine:
     def cached_w(self, sm: ServedModel, w_id: str, field: str) -> F32:
         hit = self.cache.get(w_id, sm.name)
         if hit is None:
-            raise NotFound(f"{field}: unknown w id {w_id!r} for model {sm.name!r} (never stored, evicted or expired)")
+            raise NotFound(
+                f"{field}: unknown w id {quote(w_id)} for model {sm.name!r} (never stored, evicted or expired)"
+            )
         return hit
 
     async def resolve(self, sm: ServedModel, sources: Sequence[Source], deadline: float | None) -> F32:
@@ -238,6 +268,9 @@ class Engine:
             src = [sources[i] for i in seeded]
             w, _ = await self.map_latents(sm, [Latent(seed=s.seed, class_index=s.class_index) for s in src], deadline)
             out[seeded] = self.truncate(sm, w, [s.truncation for s in src])
+        for i, s in enumerate(sources):
+            if s.edits:  # Semantic edits, after truncation (convert.edits checked them against the manifest).
+                out[i] = apply_edits(out[i], s.edits, sm.runtime.directions)
         return out
 
     async def assemble(self, sm: ServedModel, plans: Sequence[Plan], deadline: float | None) -> F32:
@@ -256,22 +289,31 @@ class Engine:
     # ---------------------------------------------------------------------------- synthesis
 
     async def synthesize(
-        self, sm: ServedModel, ws: F32, noise: Sequence[NoiseSpec], outputs: Sequence[str], deadline: float | None
+        self,
+        sm: ServedModel,
+        ws: F32,
+        noise: Sequence[NoiseSpec],
+        outputs: Sequence[str],
+        deadline: float | None,
+        transforms: F32 | None = None,
     ) -> Images:
-        """ws ``[N, num_ws, w_dim]`` -> the requested graph outputs (``image_uint8`` NHWC, ``image`` NCHW float)."""
-        specs, names = tuple(noise), tuple(outputs)
-        parts = await self._chunked(sm.synthesis, len(ws), lambda a, b: (ws[a:b], specs[a:b], names), deadline)
+        """ws ``[N, num_ws, w_dim]`` (+ input transforms ``[N, 3, 3]``, None = identity) -> the requested graph
+        outputs (``image_uint8`` NHWC, ``image`` NCHW float)."""
+        specs, names, tf = tuple(noise), tuple(outputs), transforms
+        parts = await self._chunked(
+            sm.synthesis, len(ws), lambda a, b: (ws[a:b], specs[a:b], names, None if tf is None else tf[a:b]), deadline
+        )
         return {name: np.concatenate([p[name] for p in parts]) for name in names}
 
     async def encode(self, images: npt.NDArray[np.generic], out: Output) -> list[pb.Image]:
         """Encode each image in the encoding pool, in parallel."""
         loop = asyncio.get_running_loop()
-        level = self.config.png_compress_level
+        level, png_encoder = self.config.png_compress_level, self.png_encoder
         hist = self.metrics.encode_seconds.labels(out.format)
 
         def one(img: npt.NDArray[np.generic]) -> pb.Image:
             t0 = time.perf_counter()
-            res = encode(img, out, level)
+            res = encode(img, out, level, png_encoder)
             hist.observe(time.perf_counter() - t0)
             return res
 

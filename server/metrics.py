@@ -7,6 +7,11 @@ Names follow the Prometheus conventions: the ``styleserve_`` prefix, base units 
   1024 px one tens of ms on a GPU and seconds on a CPU, and whole requests can carry 64 images;
 * batch sizes (``BATCH_BUCKETS``): powers of two up to 128, the largest sensible ``--max-batch-size``.
 
+RPC series carry a ``model`` label, as Triton's do. Its values stay bounded: the servicer sets it to the
+request's model name only when that model is served, and to ``""`` (:data:`NO_MODEL`) otherwise (no model
+field, or an unknown or hostile name), so a client cannot create series. ``_created`` series are off
+(:func:`prometheus_client.disable_created_metrics`, process-wide, so whatever registry is passed).
+
 :class:`Metrics` takes a registry so tests can use a fresh one; the server exposes it over HTTP on
 ``--metrics-port`` with the standard process and Python collectors and, on CUDA hosts with NVML
 (``pip install nvidia-ml-py``), GPU memory. docs/METRICS.md lists every metric.
@@ -25,6 +30,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -35,13 +41,15 @@ log = logging.getLogger("styleserve.server")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 NETWORK = ["model", "network"]  # network: mapping | synthesis
+NO_MODEL = ""  # The model label of an RPC whose request names no served model.
 
-__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS", "GpuMemoryCollector", "Metrics"]
+__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS", "NO_MODEL", "GpuMemoryCollector", "Metrics"]
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
         """``process=True`` adds the standard process, platform and GC collectors to the registry."""
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # Read at collection time: every registry.
         self.registry = r = registry if registry is not None else CollectorRegistry()
         if process:
             ProcessCollector(registry=r)
@@ -49,12 +57,15 @@ class Metrics:
             GCCollector(registry=r)
         # RPCs
         self.requests = Counter(
-            "styleserve_requests_total", "RPCs handled, by method and status code.", ["method", "code"], registry=r
+            "styleserve_requests_total",
+            "RPCs handled, by model, method and status code.",
+            ["model", "method", "code"],
+            registry=r,
         )
         self.request_seconds = Histogram(
             "styleserve_request_duration_seconds",
             "RPC latency, from arrival to the last byte handed to gRPC.",
-            ["method"],
+            ["model", "method"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -3,21 +3,29 @@
 Every method is wrapped by :func:`_rpc` or :func:`_rpc_stream`. Their :func:`_handling` refuses work
 while warming or draining, counts the call in flight for its model, records metrics, and translates
 errors to status codes through :func:`.status.status_for` (the only place that does).
+
+:func:`add_to_server` registers the methods without a request deserializer: each parses its own body
+(off the event loop when large), so a body that does not parse answers INVALID_ARGUMENT with one
+rate-limited log line, not UNKNOWN with a traceback. Work proportional to a request's size (decoding
+tensors, checking plans, composing grids, encoding images) runs in worker threads; streams build their
+work chunk by chunk as they go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from functools import partial, wraps
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.message import DecodeError, Message
 
 from styleserve.errors import InvalidArgument, Overloaded
 from styleserve.grid import DEFAULT_COL_STYLES, compose_grid, mix_grid_ws
@@ -28,9 +36,10 @@ from styleserve.wire import tensor_to_proto
 
 from . import convert
 from .convert import Output, Source, tensor_from_proto
-from .engine import Engine, ServedModel
+from .engine import Engine, ServedModel, apply_edits
+from .metrics import NO_MODEL
 from .runtime import IMAGE_UINT8, NoiseSpec
-from .status import status_for
+from .status import RateLimitedLog, status_for
 from .wcache import content_key
 
 F32 = npt.NDArray[np.float32]
@@ -39,6 +48,27 @@ Resp = TypeVar("Resp")
 Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints.
 
 STREAM_DEPTH = 2  # Chunks of a stream in flight at once (backpressure: the next starts as one is sent).
+INLINE_PARSE_BYTES = 64 * 1024  # Larger bodies are parsed in a worker thread.
+
+SERVICE = pb.DESCRIPTOR.services_by_name["StyleServe"]
+REQUEST_TYPES: dict[str, type[Message]] = {m.name: getattr(pb, m.input_type.name) for m in SERVICE.methods}
+RESPONSE_TYPES: dict[str, type[Message]] = {m.name: getattr(pb, m.output_type.name) for m in SERVICE.methods}
+
+log = logging.getLogger("styleserve.server")
+malformed_log = RateLimitedLog(log)
+
+
+def add_to_server(servicer: StyleServeServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as the generated ``add_StyleServeServicer_to_server`` does, but with raw-bytes
+    requests: the servicer parses each body itself (:meth:`StyleServeServicer._parse`)."""
+    handlers = {
+        m.name: (grpc.unary_stream_rpc_method_handler if m.server_streaming else grpc.unary_unary_rpc_method_handler)(
+            getattr(servicer, m.name), response_serializer=RESPONSE_TYPES[m.name].SerializeToString
+        )
+        for m in SERVICE.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
 
 
 def _deadline(context: Context) -> float | None:
@@ -49,36 +79,51 @@ def _deadline(context: Context) -> float | None:
 @contextlib.asynccontextmanager
 async def _handling(servicer: StyleServeServicer, method: str, request: Any, context: Context) -> AsyncIterator[None]:
     """One RPC's bookkeeping: refuse while warming or draining, count it in flight for its model's batchers,
-    record metrics, and answer errors with the status code :func:`.status.status_for` gives."""
+    record metrics, and answer errors with the status code :func:`.status.status_for` gives.
+
+    The metrics' ``model`` label is the request's model only when it is served, else ``NO_MODEL``: a client
+    cannot create series. gRPC ends an expired call by cancelling its handler; that counts as
+    DEADLINE_EXCEEDED (the call's deadline has passed), any other cancellation as CANCELLED."""
     engine = servicer.engine
     m = engine.metrics
     t0 = time.perf_counter()
+    deadline = _deadline(context)
     code = grpc.StatusCode.OK
+    sm = engine.models.get(getattr(request, "model", ""))
+    model = sm.name if sm is not None else NO_MODEL
     m.inflight.inc()
     try:
         engine.check_serving()
-        sm = engine.models.get(getattr(request, "model", ""))
         with sm.busy() if sm is not None else contextlib.nullcontext():
             yield
     except (asyncio.CancelledError, GeneratorExit):
-        code = grpc.StatusCode.CANCELLED
+        left = context.time_remaining()
+        expired = (left is not None and left <= 0) or (deadline is not None and time.monotonic() >= deadline)
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         raise
     except Exception as exc:
         code, details = status_for(exc, method)
         await context.abort(code, details)  # Raises.
     finally:
         m.inflight.dec()
-        m.requests.labels(method, code.name).inc()
-        m.request_seconds.labels(method).observe(time.perf_counter() - t0)
+        m.requests.labels(model, method, code.name).inc()
+        m.request_seconds.labels(model, method).observe(time.perf_counter() - t0)
+
+
+def _parsed(method: str, request: Req | None) -> Req:
+    if request is None:
+        raise InvalidArgument("request", f"the body does not parse as {REQUEST_TYPES[method].DESCRIPTOR.full_name}")
+    return request
 
 
 def _rpc(
     fn: Callable[[StyleServeServicer, Req, Context], Awaitable[Resp]],
 ) -> Callable[[StyleServeServicer, Req, Context], Awaitable[Resp]]:
     @wraps(fn)
-    async def wrapper(self: StyleServeServicer, request: Req, context: Context) -> Resp:
-        async with _handling(self, fn.__name__, request, context):
-            return await fn(self, request, context)
+    async def wrapper(self: StyleServeServicer, request: Req | bytes, context: Context) -> Resp:
+        parsed = await self._parse(fn.__name__, request)
+        async with _handling(self, fn.__name__, parsed, context):
+            return await fn(self, _parsed(fn.__name__, parsed), context)
         raise AssertionError("unreachable: errors abort the call")
 
     return wrapper
@@ -88,9 +133,10 @@ def _rpc_stream(
     fn: Callable[[StyleServeServicer, Req, Context], AsyncIterator[Resp]],
 ) -> Callable[[StyleServeServicer, Req, Context], AsyncIterator[Resp]]:
     @wraps(fn)
-    async def wrapper(self: StyleServeServicer, request: Req, context: Context) -> AsyncIterator[Resp]:
-        async with _handling(self, fn.__name__, request, context):
-            async for item in fn(self, request, context):
+    async def wrapper(self: StyleServeServicer, request: Req | bytes, context: Context) -> AsyncIterator[Resp]:
+        parsed = await self._parse(fn.__name__, request)
+        async with _handling(self, fn.__name__, parsed, context):
+            async for item in fn(self, _parsed(fn.__name__, parsed), context):
                 yield item
 
     return wrapper
@@ -102,6 +148,20 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         self.limit = engine.config.max_images_per_request
 
     # ----------------------------------------------------------------------------------- helpers
+
+    async def _parse(self, method: str, body: Req | bytes) -> Req | None:
+        """A request body -> its message (None when it does not parse: logged, rate-limited, no traceback).
+        Messages pass through, for callers that deserialize themselves."""
+        if not isinstance(body, bytes):
+            return body
+        cls = REQUEST_TYPES[method]
+        try:
+            if len(body) <= INLINE_PARSE_BYTES:
+                return cls.FromString(body)  # type: ignore[return-value]
+            return await self.engine.offload(cls.FromString, body)  # type: ignore[no-any-return]
+        except DecodeError as exc:
+            malformed_log.warning("%s: a %d-byte body does not parse (%s)", method, len(body), exc)
+            return None
 
     async def _images(self, sm: ServedModel, imgs: npt.NDArray[np.generic], ws: F32, out: Output) -> list[pb.Image]:
         encoded = await self.engine.encode(imgs, out)
@@ -155,10 +215,14 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         trunc = convert.truncation(m, request.truncation, "truncation")
         if not (request.return_w or request.cache):
             raise InvalidArgument("return_w", "set return_w and/or cache, or nothing comes back")
-        latents = [convert.latent(m, lat, f"latents[{i}]") for i, lat in enumerate(request.latents)]
+        edits = convert.edits(m, request.edits, "edits")
+        latents = await self.engine.offload(convert.latents, m, request.latents, "latents")
         w, keys = await self.engine.map_latents(sm, latents, _deadline(context))
-        if trunc.is_identity:
-            rows: F32 = w
+        if edits:  # An edited w+ [num_ws, w_dim] per latent, edits after truncation.
+            rows: F32 = apply_edits(self.engine.truncate(sm, w, [trunc] * n), edits, sm.runtime.directions)
+            ids = [content_key(sm.name, "edited", k, trunc.psi, trunc.cutoff, repr(edits)) for k in keys]
+        elif trunc.is_identity:
+            rows = w
             ids = keys
         else:
             ws = self.engine.truncate(sm, w, [trunc] * n)
@@ -186,7 +250,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         sm = self.engine.model(request.model)
         convert.count(len(request.plans), self.limit, "plans")
         out = convert.output(request.output)
-        plans = [convert.plan(sm.manifest, p, f"plans[{i}]") for i, p in enumerate(request.plans)]
+        plans = await self.engine.offload(convert.plans, sm.manifest, request.plans, "plans")
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
         return pb.SynthesizeResponse(images=await self._draw(sm, ws, [p.noise for p in plans], out, deadline))
@@ -213,9 +277,11 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
             raise InvalidArgument("cols", f"the grid needs {total} images; the limit per request is {self.limit}")
         out = convert.output(request.output)
         noise = convert.noise(m, request.noise, "noise")
-        col_styles = list(request.col_styles) or [i for i in DEFAULT_COL_STYLES if i < m.num_ws]
-        rows = [convert.source(m, s, f"rows[{i}]") for i, s in enumerate(request.rows)]
-        cols = [convert.source(m, s, f"cols[{i}]") for i, s in enumerate(request.cols)]
+        col_styles = convert.layer_indices(request.col_styles, m.num_ws, "col_styles") or tuple(
+            i for i in DEFAULT_COL_STYLES if i < m.num_ws
+        )
+        rows = await self.engine.offload(convert.sources, m, request.rows, "rows")
+        cols = await self.engine.offload(convert.sources, m, request.cols, "cols")
         deadline = _deadline(context)
         src = await self.engine.resolve(sm, rows + cols, deadline)
         cells_ws = mix_grid_ws(src[:R], src[R:], col_styles)
@@ -226,7 +292,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         resp = pb.StyleMixGridResponse(cells=await self._images(sm, imgs[: R * C], cells_ws, out))
         if request.compose:
             u8 = images[IMAGE_UINT8]
-            canvas = compose_grid(u8[R * C : R * C + R], u8[R * C + R :], u8[: R * C])
+            canvas = await self.engine.offload(compose_grid, u8[R * C : R * C + R], u8[R * C + R :], u8[: R * C])
             grid_out = Output("jpeg" if out.format == "jpeg" else "png", out.jpeg_quality)
             (grid,) = await self.engine.encode(canvas[None], grid_out)
             resp.grid.CopyFrom(grid)
@@ -240,7 +306,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         m = sm.manifest
         if not request.HasField("w"):
             raise InvalidArgument("w", "is required")
-        w = tensor_from_proto(request.w, "w", [(m.w_dim,), (m.num_ws, m.w_dim)])
+        w = await self.engine.offload(tensor_from_proto, request.w, "w", [(m.w_dim,), (m.num_ws, m.w_dim)])
         key = content_key(sm.name, "put", str(w.shape), w.tobytes())
         if not self.engine.cache.put(key, sm.name, w):
             raise Overloaded(
@@ -253,6 +319,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         sm = self.engine.model(request.model)
         if not request.w_id:
             raise InvalidArgument("w_id", "is required")
+        convert.text(request.w_id, "w_id", convert.MAX_W_ID_CHARS)
         return pb.GetWResponse(w=tensor_to_proto(self.engine.cached_w(sm, request.w_id, "w_id")))
 
     @_rpc
@@ -260,19 +327,22 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         sm = self.engine.model(request.model)
         if not request.w_id:
             raise InvalidArgument("w_id", "is required")
+        convert.text(request.w_id, "w_id", convert.MAX_W_ID_CHARS)
         return pb.DeleteWResponse(deleted=self.engine.cache.delete(request.w_id, sm.name))
 
     # ----------------------------------------------------------------------------------- streaming
 
     @_rpc_stream
     async def StreamGenerate(self, request: pb.StreamGenerateRequest, context: Context) -> AsyncIterator[pb.StreamItem]:
+        """Chunks of at most max_batch_size images, made lazily: memory follows what is in flight, not the range.
+        A seed range is checked whole before anything streams; plans are checked chunk by chunk."""
         sm = self.engine.model(request.model)
         m = sm.manifest
         out = convert.output(request.output)
         limit = self.engine.config.max_stream_images
         step = self.engine.config.max_batch_size
         work = request.WhichOneof("work")
-        chunks: list[Callable[[], Awaitable[list[pb.StreamItem]]]] = []
+        chunks: Iterator[Callable[[], Awaitable[list[pb.StreamItem]]]]
         if work == "seeds":
             start, stop = request.seeds.start, request.seeds.stop
             if not start < stop:
@@ -283,17 +353,18 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
                 raise InvalidArgument("seeds", f"{stop - start} seeds; the limit per stream is {limit}")
             noise = convert.noise(m, request.noise, "noise")
             cls, trunc = self._seed_params(sm, request)  # Checked once, before anything streams.
-            for a in range(start, stop, step):
-                sources = self._seed_sources(range(a, min(stop, a + step)), cls, trunc, a - start)
-                chunks.append(partial(self._stream_seeds, sm, sources, a - start, a, noise, out, context))
+            chunks = (
+                partial(self._stream_seeds, sm, range(a, min(stop, a + step)), start, cls, trunc, noise, out, context)
+                for a in range(start, stop, step)
+            )
         elif work == "plans":
             plans_pb = request.plans.plans
             n = len(plans_pb)
             if not 0 < n <= limit:
                 raise InvalidArgument("plans.plans", f"needs 1..{limit} plans, got {n}")
-            plans = [convert.plan(m, p, f"plans.plans[{i}]") for i, p in enumerate(plans_pb)]
-            for a in range(0, n, step):
-                chunks.append(partial(self._stream_plans, sm, plans[a : a + step], a, out, context))
+            chunks = (
+                partial(self._stream_plans, sm, plans_pb, a, min(n, a + step), out, context) for a in range(0, n, step)
+            )
         else:
             raise InvalidArgument("work", "needs seeds or plans")
         pending: deque[asyncio.Future[list[pb.StreamItem]]] = deque()
@@ -311,18 +382,21 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
                 fut.cancel()
 
     async def _stream_seeds(
-        self, sm: ServedModel, sources: list[Source], first: int, first_seed: int, noise: NoiseSpec, out: Output,
-        context: Context,
+        self, sm: ServedModel, seeds: range, first_seed: int, cls: int | None, trunc: convert.Truncation,
+        noise: NoiseSpec, out: Output, context: Context,
     ) -> list[pb.StreamItem]:  # fmt: skip
+        first = seeds.start - first_seed
         deadline = _deadline(context)
-        ws = await self.engine.resolve(sm, sources, deadline)
+        ws = await self.engine.resolve(sm, self._seed_sources(seeds, cls, trunc, first), deadline)
         images = await self._draw(sm, ws, [noise] * len(ws), out, deadline)
-        return [pb.StreamItem(index=first + i, seed=first_seed + i, image=img) for i, img in enumerate(images)]
+        return [pb.StreamItem(index=first + i, seed=seeds.start + i, image=img) for i, img in enumerate(images)]
 
     async def _stream_plans(
-        self, sm: ServedModel, plans: list[convert.Plan], first: int, out: Output, context: Context
+        self, sm: ServedModel, plans_pb: Sequence[pb.StylePlan], a: int, b: int, out: Output, context: Context
     ) -> list[pb.StreamItem]:
+        """Plans ``[a, b)``, checked here (in a worker thread), so a long list costs nothing before it streams."""
+        plans = await self.engine.offload(convert.plans, sm.manifest, plans_pb, "plans.plans", a, b)
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
         images = await self._draw(sm, ws, [p.noise for p in plans], out, deadline)
-        return [pb.StreamItem(index=first + i, image=img) for i, img in enumerate(images)]
+        return [pb.StreamItem(index=a + i, image=img) for i, img in enumerate(images)]

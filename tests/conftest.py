@@ -67,10 +67,13 @@ def tiny_uncond_model(tiny_uncond_generator: Generator, tmp_path_factory: pytest
 
 @pytest.fixture(scope="session")
 def repo(tiny_cond_model: Path, tiny_uncond_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository: one subdirectory per model (symlinks to the session's exports)."""
+    """A model repository: one subdirectory per model (copies of the session's exports: the server refuses a
+    model directory that is a symlink leading outside its repository)."""
+    import shutil
+
     root = tmp_path_factory.mktemp("repo")
-    (root / "tiny-cond").symlink_to(tiny_cond_model, target_is_directory=True)
-    (root / "tiny-uncond").symlink_to(tiny_uncond_model, target_is_directory=True)
+    shutil.copytree(tiny_cond_model, root / "tiny-cond")
+    shutil.copytree(tiny_uncond_model, root / "tiny-uncond")
     return root
 
 

@@ -390,7 +390,7 @@ def test_server_stages_ports_env_healthcheck(stages: dict[str, Stage]) -> None:
         assert st.all("ENTRYPOINT") == ['["styleserve", "serve", "/models"]'], name
         assert any("/models" in v for v in st.all("VOLUME")), name
         (hc,) = st.all("HEALTHCHECK")
-        m = re.search(r"\bCMD\s+styleserve health --target \"?127\.0\.0\.1:(\S+?)\"?(\s|$)", hc)
+        m = re.search(r"\bCMD\s+\[\"styleserve\", \"health\", \"--target\", \"127\.0\.0\.1:(\d+)\"\]$", hc)  # exec form
         assert m, f"{name}: HEALTHCHECK should run `styleserve health` (grpc.health.v1): {hc}"
         port = re.sub(r"\$\{?(\w+)\}?", lambda v, env=env: env[v[1]], m[1])
         assert int(port) == cfg.port, name

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-USAGE = """usage: styleserve COMMAND [args]
+from styleserve import __version__
+
+USAGE = """usage: styleserve COMMAND [args]   |   styleserve --version
 
 server side:
   serve       serve a model repository over gRPC
@@ -27,7 +30,9 @@ client side (talk to a server: --target HOST:PORT or STYLESERVE_TARGET):
   grid        a style-mixing grid into one image
   walk        a latent walk between seeds -> animated GIF/WebP or frames
   cache       the server's w cache: put / get / delete
-  batch       run a batch job
+  batch       a resumable batch job: millions of seeds into a directory
+
+offline (onnxruntime only, no server): styleserve-render MODEL_DIR OUT_DIR --seeds 0-7
 
 Run 'styleserve COMMAND --help' for a command's options and examples, e.g.
   styleserve generate --model ffhq --seeds 0-7,42 --psi 0.7 --out out/
@@ -39,15 +44,56 @@ CLIENT_COMMANDS = ("health", "models", "generate", "map", "synthesize", "grid", 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:  # 'styleserve ... | head': the reader left; end quietly
+        from styleserve.clients.cli import quiet_broken_pipe
+
+        return quiet_broken_pipe()
+
+
+def _export_target_exists(rest: Sequence[str]) -> str | None:
+    """``styleserve export`` into an existing directory without ``--overwrite``: the message, found before torch
+    is imported (None when the command line is anything else, or unclear: the exporter's own parser decides)."""
+    import argparse
+
+    if any(a in ("-h", "--help", "--overwrite") for a in rest):
+        return None
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("paths", nargs="*")
+    for flag in ("--demo", "--fp16"):
+        p.add_argument(flag, action="store_true")
+    for option in ("--name", "--kind", "--resolution", "--verify-batches"):
+        p.add_argument(option)
+    try:
+        ns, unknown = p.parse_known_args(rest)
+    except SystemExit:
+        return None
+    if unknown or len(ns.paths) != (1 if ns.demo else 2):
+        return None
+    out = Path(ns.paths[-1])
+    if not out.exists():
+        return None
+    return f"styleserve export: error: {out} exists; pass --overwrite to replace it"
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"styleserve {__version__}")
+        return 0
     cmd, rest = args[0], args[1:]
     if cmd == "serve":
         from styleserve.server.app import main as serve_main
 
         return serve_main(rest)
     if cmd == "export":
+        problem = _export_target_exists(rest)
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
         from styleserve.export.cli import main as export_main
 
         return export_main(rest)

@@ -12,6 +12,7 @@ them once - the server maps them to status codes in ``styleserve.server`` and th
     │   ├── UnsafePickleError      a pickle reaches for something outside the allow-list
     │   └── UnsupportedArchitecture  a real network we do not support (yet)
     ├── ManifestError              a model directory / model.json is broken
+    ├── ConfigError                a setting this host cannot honour (a missing optional encoder or engine)
     ├── VerificationError          an export failed its numerical self-check
     ├── InvalidArgument            a request field is malformed (``field`` names it)
     ├── NotFound                   an unknown model, w id, ...
@@ -41,6 +42,10 @@ class UnsupportedArchitecture(CheckpointError):
 
 class ManifestError(StyleServeError):
     """A model directory is incomplete or its ``model.json`` is malformed."""
+
+
+class ConfigError(StyleServeError):
+    """A server or tool setting that cannot be honoured on this host (a missing optional engine or encoder)."""
 
 
 class VerificationError(StyleServeError):

@@ -1,9 +1,12 @@
-"""AsyncClient, retries with backoff and client-side round-robin, against real server processes."""
+"""AsyncClient, gRPC's built-in retries and retry budget, client-side round-robin and failover, against real
+server processes."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import signal
 import socket
 import subprocess
 import threading
@@ -19,6 +22,7 @@ from harness import ServerProcess
 from styleserve.clients import (
     AsyncClient,
     Client,
+    DeadlineExceededError,
     InvalidArgumentError,
     Noise,
     NotFoundError,
@@ -34,7 +38,6 @@ from styleserve.clients import (
 from styleserve.clients._retry import Attempts
 
 COND, UNCOND = "tiny-cond", "tiny-uncond"
-OK_GENERATE = 'styleserve_requests_total{code="OK",method="Generate"}'
 OVERLOAD_FLAGS = ("--max-batch-size", "1", "--max-queue-images", "1", "--max-queue-delay-ms", "0")
 
 
@@ -46,8 +49,14 @@ def dead_target() -> str:
     return f"127.0.0.1:{port}"
 
 
+def generates(s: ServerProcess, code: str) -> float:
+    """Generate calls the server answered with ``code``, all models (every attempt gRPC makes reaches it)."""
+    return sum(v for k, v in s.metrics().items() if k.startswith("styleserve_requests_total{")
+               and f'code="{code}"' in k and 'method="Generate"' in k)  # fmt: skip
+
+
 def ok_generates(s: ServerProcess) -> float:
-    return s.metrics().get(OK_GENERATE, 0.0)
+    return generates(s, "OK")
 
 
 # ------------------------------------------------------------------------------ RetryPolicy, Attempts (pure)
@@ -122,28 +131,37 @@ def run_attempts(attempts: Attempts, clock: FakeClock, codes: list[grpc.StatusCo
     return seen
 
 
-def test_attempts_rotate_targets_and_stop_at_max_attempts() -> None:
+def test_attempts_fail_over_to_each_target_once() -> None:
     clock = FakeClock()
     policy = RetryPolicy(max_attempts=4, jitter=0.0)
     attempts = Attempts(policy, None, first_target=1, n_targets=3, clock=clock)
     with pytest.raises(UnavailableError) as e:
         run_attempts(attempts, clock, [grpc.StatusCode.UNAVAILABLE] * 10)
-    assert attempts.number == 4 and e.value.details == "boom"
+    # gRPC retries within a target; the client only fails over, each target once: 1, 2, 0.
+    assert attempts.number == 3 and e.value.details == "boom"
     assert isinstance(e.value.__cause__, FakeRpcError)
-    assert clock.now == pytest.approx(100.0 + 0.05 + 0.1 + 0.2)
+    assert clock.now == pytest.approx(100.0 + 0.05 + 0.1)
     targets = []
     for attempt in Attempts(policy, None, first_target=1, n_targets=3, clock=clock):
         targets.append(attempt.target)
         with attempt.guard():
-            if len(targets) < 4:
+            if len(targets) < 3:
                 raise FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED)
             break
-    assert targets == [1, 2, 0, 1]
+    assert targets == [1, 2, 0]
+    single = Attempts(policy, None, first_target=0, n_targets=1, clock=clock)
+    with pytest.raises(ResourceExhaustedError):
+        run_attempts(single, clock, [grpc.StatusCode.RESOURCE_EXHAUSTED] * 4)
+    assert single.number == 1  # One target: gRPC's own retries are all there is.
+    no_retry = Attempts(RetryPolicy.none(), None, first_target=0, n_targets=3, clock=clock)
+    with pytest.raises(UnavailableError):
+        run_attempts(no_retry, clock, [grpc.StatusCode.UNAVAILABLE] * 4)
+    assert no_retry.number == 1  # No retries: no failover either.
 
 
 def test_attempts_never_sleep_past_the_deadline() -> None:
     clock = FakeClock()
-    attempts = Attempts(RetryPolicy(max_attempts=100, jitter=0.0), 0.2, first_target=0, n_targets=1, clock=clock)
+    attempts = Attempts(RetryPolicy(max_attempts=5, jitter=0.0), 0.2, first_target=0, n_targets=100, clock=clock)
     with pytest.raises(UnavailableError):
         run_attempts(attempts, clock, [grpc.StatusCode.UNAVAILABLE] * 100)
     # Attempts at 0 and 0.05 (after 0.05); the next wait (0.1) would end at 0.15 < 0.2: a third attempt at
@@ -151,6 +169,34 @@ def test_attempts_never_sleep_past_the_deadline() -> None:
     assert attempts.number == 3
     assert clock.now - 100.0 == pytest.approx(0.15)
     assert attempts.timeout() == pytest.approx(0.05)
+
+
+def test_service_config_from_the_policy() -> None:
+    assert RetryPolicy().service_config() == {
+        "methodConfig": [{
+            "name": [{"service": "styleserve.v1.StyleServe"}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2.0,
+                "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+            },
+        }],
+        "retryThrottling": {"maxTokens": 50, "tokenRatio": 0.1},
+    }  # fmt: skip
+    capped = RetryPolicy(max_attempts=1000, initial_backoff_s=0, max_backoff_s=0, max_tokens=None)
+    retry = capped.service_config()["methodConfig"][0]["retryPolicy"]
+    assert retry["maxAttempts"] == 5 and retry["initialBackoff"] == retry["maxBackoff"] == "0.01s"
+    assert "retryThrottling" not in capped.service_config()
+    options = dict(RetryPolicy(max_tokens=1000, token_ratio=0.25).channel_options())
+    assert options["grpc.enable_retries"] == 1
+    assert json.loads(options["grpc.service_config"])["retryThrottling"] == {"maxTokens": 1000, "tokenRatio": 0.25}
+    for off in (RetryPolicy.none(), RetryPolicy(retry_codes=())):
+        assert off.service_config() == {} and off.channel_options() == [("grpc.enable_retries", 0)]
+    for bad in (dict(max_tokens=0), dict(max_tokens=1001), dict(max_tokens=2.5), dict(token_ratio=0)):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)  # type: ignore[arg-type]
 
 
 def test_attempts_do_not_retry_other_codes_or_started_streams() -> None:
@@ -309,22 +355,75 @@ def test_started_stream_is_not_retried(start_server: Callable[..., ServerProcess
 
 def test_deadline_bounds_the_retries() -> None:
     dead = dead_target()
-    policy = RetryPolicy(max_attempts=1000, initial_backoff_s=0.02, max_backoff_s=0.1)
+    # Waits that alone would add up to seconds: gRPC never waits past the call's deadline (0.5 s).
+    policy = RetryPolicy(max_attempts=1000, initial_backoff_s=0.5, max_backoff_s=5.0, max_tokens=None)
     with Client(dead, timeout=0.5, retry=policy) as c:
         t0 = time.monotonic()
-        with pytest.raises(UnavailableError):
+        with pytest.raises((UnavailableError, DeadlineExceededError)):
             c.generate(UNCOND, [0])
         elapsed = time.monotonic() - t0
-    assert 0.2 < elapsed < 5.0, elapsed  # Retried until the next wait would pass the deadline, then gave up.
+    assert elapsed < 3.0, elapsed  # Generous bound for a loaded machine; the waits alone could reach 11.5 s.
 
     async def main() -> float:
         async with AsyncClient(dead, timeout=0.5, retry=policy) as ac:
             t0 = time.monotonic()
-            with pytest.raises(UnavailableError):
+            with pytest.raises((UnavailableError, DeadlineExceededError)):
                 await ac.list_models()
             return time.monotonic() - t0
 
-    assert 0.2 < asyncio.run(main()) < 5.0
+    assert asyncio.run(main()) < 3.0
+
+
+# ------------------------------------------------------------------------------ gRPC's built-in retries
+
+
+def unavailable_generates(s: ServerProcess, expected: float | None = None) -> float:
+    """The count, once it reaches ``expected`` (within 5 s) or, without one, once it holds still: the server counts
+    a request just after answering it, so the client can see the answer before the count moves."""
+    value = generates(s, "UNAVAILABLE")
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        previous, value = value, generates(s, "UNAVAILABLE")
+        if (expected is None and value == previous) or value == expected:
+            break
+    return value
+
+
+def test_builtin_retries_and_the_retry_budget(start_server: Callable[..., ServerProcess], repo: Path) -> None:
+    """A draining server answers every call UNAVAILABLE: its metrics count the attempts gRPC made."""
+    s = start_server(repo, "--drain-delay-s", "60", "--grace-s", "0")
+    s.proc.send_signal(signal.SIGTERM)
+    end = time.monotonic() + 30
+    while s.health() == 1 and time.monotonic() < end:  # 1 = SERVING
+        time.sleep(0.05)
+    try:
+        fast = dict(initial_backoff_s=0.01, max_backoff_s=0.05)
+        for policy, calls, attempts in (
+            (RetryPolicy.none(), 2, 2),
+            (RetryPolicy(max_attempts=4, max_tokens=None, **fast), 2, 8),  # type: ignore[arg-type]
+            (RetryPolicy(max_attempts=1000, max_tokens=None, **fast), 1, 5),  # type: ignore[arg-type]  # gRPC's cap
+            # The budget: 4 tokens, retries only while more than 2 are left; each failed attempt spends one.
+            # Call 1: 4 -> 3 (retry) -> 2 (no more); calls 2-5: one attempt each, the budget spent.
+            (RetryPolicy(max_attempts=5, max_tokens=4, **fast), 5, 2 + 4),  # type: ignore[arg-type]
+        ):
+            before = unavailable_generates(s)
+            with Client(s.target, retry=policy, timeout=10) as c:
+                for _ in range(calls):
+                    with pytest.raises(UnavailableError):
+                        c.generate(UNCOND, [0])
+            assert unavailable_generates(s, before + attempts) - before == attempts, policy
+
+        async def main() -> None:
+            async with AsyncClient(s.target, retry=RetryPolicy(max_attempts=3, max_tokens=None, **fast)) as c:
+                with pytest.raises(UnavailableError):
+                    await c.generate(UNCOND, [0])
+
+        before = unavailable_generates(s)
+        asyncio.run(main())
+        assert unavailable_generates(s, before + 3) - before == 3
+    finally:
+        s.proc.kill()  # Rather than wait out the drain delay.
 
 
 # ------------------------------------------------------------------------------ RESOURCE_EXHAUSTED
@@ -364,7 +463,9 @@ def test_resource_exhausted_is_retried(start_server: Callable[..., ServerProcess
     assert any(isinstance(r, ResourceExhaustedError) for r in no_retry), no_retry
     assert all(isinstance(r, (list, ResourceExhaustedError)) for r in no_retry), no_retry
 
-    patient = RetryPolicy(max_attempts=200, initial_backoff_s=0.005, max_backoff_s=0.1, jitter=1.0)
+    # gRPC makes at most 5 attempts; without a retry budget and with waits drawn below 0.05 s .. 1 s they span
+    # more than the burst takes to serve.
+    patient = RetryPolicy(max_attempts=5, initial_backoff_s=0.05, max_backoff_s=1.0, max_tokens=None)
     for _ in range(5):
         before = s.metrics().get(rejected, 0.0)
         results = burst(s.target, patient)
@@ -413,9 +514,8 @@ def test_tls_and_token_with_both_clients(
 def test_one_name_with_several_addresses_is_balanced(start_server: Callable[..., ServerProcess], repo: Path) -> None:
     """A target resolving to several addresses (a headless Service via dns:///) spreads calls: round_robin."""
     a, b = start_server(repo), start_server(repo)
-    key = 'styleserve_requests_total{code="OK",method="Generate"}'
     with Client([f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}"]) as c:
         for i in range(10):
             c.generate("tiny-uncond", [i], format="raw_uint8")
-    counts = (a.metrics().get(key, 0), b.metrics().get(key, 0))
+    counts = (ok_generates(a), ok_generates(b))
     assert sum(counts) == 10 and min(counts) >= 3, counts

@@ -284,3 +284,30 @@ def test_torn_manifest_orphans_and_temp_files(server: ServerProcess, clean: dict
     assert "(3 written, 47 skipped)" in r.stdout  # 8, 9 and 10 drawn again; 7 adopted
     assert_equals_clean(tmp_path, clean, range(50))
     assert not os.path.exists(images / ".seed00000003.png.abc123.tmp")
+
+
+def test_one_png_encoder_per_job(
+    server: ServerProcess,
+    start_server: Callable[..., ServerProcess],
+    repo: Path,
+    clean: dict[int, bytes],
+    tmp_path: Path,
+) -> None:
+    """job.json records the server's PNG encoder; a resume on a server that encodes otherwise is refused (its pixels
+    would match, its bytes not), and the same encoder resumes byte-exactly."""
+    r = run_batch(tmp_path, server.target, seeds="0-49")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "job.json").read_text())["png_encoder"] == "fpng"
+    other = start_server(repo, "--png-encoder", "pillow")
+    r = run_batch(tmp_path, other.target, seeds="0-99")
+    assert r.returncode == 2, r.stderr
+    assert "PNG encoder 'fpng'" in r.stderr and "--png-encoder fpng" in r.stderr
+    assert manifest_lines(tmp_path) == 50
+    r = run_batch(tmp_path, server.target, seeds="0-99")
+    assert r.returncode == 0, r.stderr
+    assert_equals_clean(tmp_path, clean, range(100))
+    # A JPEG job records nothing: its bytes come from one encoder everywhere.
+    jpeg = tmp_path / "jpeg"
+    r = run_batch(jpeg, other.target, "--format", "jpeg", seeds="0-3")
+    assert r.returncode == 0, r.stderr
+    assert "png_encoder" not in json.loads((jpeg / "job.json").read_text())

@@ -172,11 +172,11 @@ def test_plan_and_noise_to_proto() -> None:
 
 
 def test_output_options() -> None:
-    assert output_proto("png", None, False).format == pb.PNG
+    assert output_proto("png", None, False).format == pb.IMAGE_FORMAT_PNG
     jpg = output_proto("JPG", 80, True)
-    assert jpg.format == pb.JPEG and jpg.jpeg_quality == 80 and jpg.return_ws
+    assert jpg.format == pb.IMAGE_FORMAT_JPEG and jpg.jpeg_quality == 80 and jpg.return_ws
     assert not output_proto("jpeg", None, False).HasField("jpeg_quality")
-    assert output_proto("raw_float32", None, False).format == pb.RAW_FLOAT32
+    assert output_proto("raw_float32", None, False).format == pb.IMAGE_FORMAT_RAW_FLOAT32
     with pytest.raises(ValueError, match="format must be one of"):
         output_proto("gif", None, False)
     with pytest.raises(ValueError, match="only to format 'jpeg'"):
@@ -230,7 +230,7 @@ def test_generated_image_from_proto() -> None:
     img = GeneratedImage.from_proto(msg)
     assert (img.format, img.width, img.height, img.channels, img.suffix) == ("png", 2, 3, 1, ".png")
     assert img.ws is not None and np.array_equal(img.ws, ws)
-    assert GeneratedImage.from_proto(pb.Image(format=pb.RAW_UINT8)).ws is None
+    assert GeneratedImage.from_proto(pb.Image(format=pb.IMAGE_FORMAT_RAW_UINT8)).ws is None
 
 
 def test_save_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -352,7 +352,8 @@ def test_client_builds_requests_and_sends_token(recorded: tuple[grpc.Channel, Re
     assert name == "Generate" and timeout == 5.0 and timeout2 == 1.5
     assert md == (("authorization", "Bearer s3cret"),)
     assert list(req.seeds) == [1, 2] and req.class_index == 3 and req.truncation.psi == 0.5
-    assert not req.truncation.HasField("cutoff") and req.noise.mode == "none" and req.output.format == pb.JPEG
+    assert not req.truncation.HasField("cutoff") and req.noise.mode == "none"
+    assert req.output.format == pb.IMAGE_FORMAT_JPEG
 
 
 def test_client_map_requests(recorded: tuple[grpc.Channel, Recorder]) -> None:
@@ -521,7 +522,7 @@ def test_cli_generate_chunks_and_writes(
     """20 seeds go out as Generate calls of 16 and 4 (seen in the server's metrics) and land as files."""
     monkeypatch.setenv("STYLESERVE_TARGET", server.target)
     monkeypatch.setenv("STYLESERVE_TOKEN", "tok")  # Sent; this server does not check tokens.
-    key = 'styleserve_requests_total{code="OK",method="Generate"}'
+    key = f'styleserve_requests_total{{code="OK",method="Generate",model="{UNCOND}"}}'
     before = server.metrics()
     out = tmp_path / "imgs"
     rc = cli.main(["generate", "--model", UNCOND, "--seeds", "0-19", "--psi", "0.7", "--out", str(out)])

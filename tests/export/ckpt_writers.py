@@ -42,6 +42,7 @@ from styleserve.export.networks import (
     SynthesisNetwork,
     ToRGBLayer,
 )
+from styleserve.export.networks_sg3 import GeneratorSG3
 from torch import nn
 
 # ----------------------------------------------------------------------------
@@ -371,52 +372,115 @@ def augment_pipe_record(src: str) -> Persistent:
     )  # fmt: skip
 
 
-def stylegan3_generator_record(src: str, z_dim: int = 16, w_dim: int = 16, channels: int = 8) -> Persistent:
-    """A tiny record shaped like a stylegan3 ``networks_stylegan3.Generator`` (with numpy attributes)."""
-    g = torch.Generator().manual_seed(3)
+def sg3_init_kwargs(G: GeneratorSG3, **extra: Any) -> dict[str, Any]:
+    """``Generator._init_kwargs`` as ``train.py --cfg stylegan3-t|r`` passes them (flat synthesis kwargs, numpy
+    values where train.py computes them); ``extra`` overrides or adds (e.g. ``num_layers``)."""
+    cfg, s = G.cfg, G.cfg.synthesis
+    kw: dict[str, Any] = dict(
+        z_dim=cfg.z_dim, w_dim=cfg.w_dim,
+        mapping_kwargs=EasyDict(num_layers=cfg.mapping.num_layers),
+        channel_base=s.channel_base, channel_max=s.channel_max, num_fp16_res=4, conv_clamp=s.conv_clamp,
+        magnitude_ema_beta=np.float64(0.5 ** (32 / (20 * 1e3))),
+        num_layers=s.num_layers, margin_size=s.margin_size,
+    )  # fmt: skip
+    if s.use_radial_filters:
+        kw.update(conv_kernel=s.conv_kernel, use_radial_filters=True)
+    kw.update(c_dim=cfg.c_dim, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels)
+    kw.update(extra)
+    return kw
 
-    def fc(i: int, o: int) -> Persistent:
-        return generic_record(
-            "FullyConnectedLayer", src,
-            params={"weight": torch.randn([o, i], generator=g), "bias": torch.zeros([o])},
-            attrs=dict(in_features=i, out_features=o, activation="linear", bias_init=0,
-                       weight_gain=np.float64(1 / math.sqrt(i)), bias_gain=1),
-        )  # fmt: skip
 
-    inp = generic_record(
-        "SynthesisInput", src,
-        params={"weight": torch.randn([channels, channels], generator=g)},
-        buffers={"transform": torch.eye(3), "freqs": torch.randn([channels, 2]), "phases": torch.rand([channels])},
-        children={"affine": fc(w_dim, 4)},
-        attrs=dict(w_dim=w_dim, channels=channels, size=np.array([36, 36]), sampling_rate=16, bandwidth=2),
-    )  # fmt: skip
-    layers = {}
-    for idx, (name, c_out) in enumerate([("L0_36_8", channels), ("L1_36_8", channels), ("L2_16_3", 3)]):
-        layers[name] = generic_record(
-            "SynthesisLayer", src,
-            params={"weight": torch.randn([c_out, channels, 3, 3], generator=g), "bias": torch.zeros([c_out])},
-            buffers={"magnitude_ema": torch.ones([]), "up_filter": torch.ones(6), "down_filter": torch.ones(6)},
-            children={"affine": fc(w_dim, channels)},
-            attrs=dict(w_dim=w_dim, is_torgb=idx == 2, is_critically_sampled=False, use_fp16=False,
-                       in_channels=channels, out_channels=c_out, in_size=np.array([36, 36]),
-                       out_size=np.array([36, 36]), in_sampling_rate=np.float64(16.0), conv_kernel=3),
+def official_sg3_record(G: GeneratorSG3, *, src: str, init_kwargs: dict[str, Any]) -> Persistent:
+    """The ``G_ema`` record of our StyleGAN3 ``G`` as NVlabs stylegan3 (``networks_stylegan3``) pickles it: every
+    module a persistent object with its ``__init__`` arguments, official parameter / buffer names (``None`` for the
+    1-tap filters, as ``register_buffer(name, None)`` leaves them) and the official plain attributes."""
+    cfg, sc = G.cfg, G.cfg.synthesis
+
+    def fc(m: FullyConnectedLayer, in_f: int, out_f: int, kwargs: dict[str, Any]) -> Persistent:
+        params, buffers = _own(m)
+        attrs: dict[str, Any] = dict(in_features=in_f, out_features=out_f, activation=m.activation,
+                                     weight_gain=np.float64(m.weight_gain), bias_gain=m.bias_gain)  # fmt: skip
+        return Persistent("FullyConnectedLayer", module_state(params, buffers, {}, attrs, (), kwargs), src)
+
+    syn = G.synthesis
+    inp = syn.input
+    i_params, i_buffers = _own(inp)
+    i_buffers = {n: b for n, b in i_buffers.items() if n not in inp._non_persistent_buffers_set}  # ours only
+    i_attrs = dict(w_dim=cfg.w_dim, channels=inp.channels, size=np.broadcast_to(np.asarray(inp.size), [2]),
+                   sampling_rate=np.float64(inp.sampling_rate), bandwidth=np.float64(inp.bandwidth))  # fmt: skip
+    i_kwargs = dict(w_dim=cfg.w_dim, channels=inp.channels, size=inp.size,
+                    sampling_rate=np.float64(inp.sampling_rate), bandwidth=np.float64(inp.bandwidth))  # fmt: skip
+    affine = fc(inp.affine, cfg.w_dim, 4, dict(weight_init=0, bias_init=[1, 0, 0, 0]))
+    i_state = module_state(i_params, i_buffers, {"affine": affine}, i_attrs, (), i_kwargs)
+    children: dict[str, Any] = {"input": Persistent("SynthesisInput", i_state, src)}
+    for layer in syn.layers():
+        s = layer.spec
+        params, buffers = _own(layer)
+        buffers_all: dict[str, Any] = dict(buffers)
+        for f in ("up_filter", "down_filter"):
+            buffers_all.setdefault(f, None)
+        attrs = dict(
+            w_dim=cfg.w_dim, is_torgb=s.is_torgb, is_critically_sampled=s.is_critically_sampled,
+            use_fp16=bool(s.out_sampling_rate * 2**4 > sc.img_resolution), in_channels=s.in_channels,
+            out_channels=s.out_channels, in_size=np.broadcast_to(np.asarray(s.in_size), [2]),
+            out_size=np.broadcast_to(np.asarray(s.out_size), [2]), in_sampling_rate=s.in_sampling_rate,
+            out_sampling_rate=s.out_sampling_rate, tmp_sampling_rate=s.tmp_sampling_rate,
+            in_cutoff=np.float64(s.in_cutoff), out_cutoff=np.float64(s.out_cutoff),
+            in_half_width=np.float64(s.in_half_width), out_half_width=np.float64(s.out_half_width),
+            conv_kernel=s.conv_kernel, conv_clamp=sc.conv_clamp, magnitude_ema_beta=0.999,
+            up_factor=s.up_factor, up_taps=s.up_taps, down_factor=s.down_factor, down_taps=s.down_taps,
+            down_radial=s.down_radial, padding=list(s.padding),
         )  # fmt: skip
-    synthesis = generic_record(
-        "SynthesisNetwork", src,
-        children={"input": inp, **layers},
-        attrs=dict(w_dim=w_dim, num_ws=4, img_resolution=16, img_channels=3, num_layers=2, num_critical=2,
-                   margin_size=10, output_scale=0.25, num_fp16_res=0, layer_names=list(layers)),
-    )  # fmt: skip
-    mapping = generic_record(
-        "MappingNetwork", src,
-        children={"fc0": fc(z_dim, w_dim), "fc1": fc(w_dim, w_dim)},
-        buffers={"w_avg": torch.zeros([w_dim])},
-        attrs=dict(z_dim=z_dim, c_dim=0, w_dim=w_dim, num_ws=4, num_layers=2, w_avg_beta=0.998),
-    )  # fmt: skip
-    return generic_record(
-        "Generator", src,
-        children={"synthesis": synthesis, "mapping": mapping},
-        attrs=dict(z_dim=z_dim, c_dim=0, w_dim=w_dim, img_resolution=16, img_channels=3, num_ws=4),
+        kwargs = dict(w_dim=cfg.w_dim, is_torgb=s.is_torgb, is_critically_sampled=s.is_critically_sampled,
+                      in_channels=s.in_channels, out_channels=s.out_channels, in_size=s.in_size,
+                      out_size=s.out_size, in_sampling_rate=s.in_sampling_rate,
+                      out_sampling_rate=s.out_sampling_rate, conv_kernel=sc.conv_kernel,
+                      use_radial_filters=sc.use_radial_filters, conv_clamp=sc.conv_clamp)  # fmt: skip
+        aff = fc(layer.affine, cfg.w_dim, s.in_channels, dict(bias_init=1))
+        state = module_state(params, {}, {"affine": aff}, attrs, (), kwargs)
+        state["_buffers"] = OrderedDict(
+            (n, None if b is None else b.detach().clone()) for n, b in buffers_all.items()
+        )  # fmt: skip
+        children[s.name] = Persistent("SynthesisLayer", state, src)
+    syn_attrs = dict(w_dim=cfg.w_dim, num_ws=cfg.num_ws, img_resolution=cfg.img_resolution,
+                     img_channels=cfg.img_channels, num_layers=sc.num_layers, num_critical=sc.num_critical,
+                     margin_size=sc.margin_size, output_scale=sc.output_scale, num_fp16_res=4,
+                     layer_names=list(syn.layer_names))  # fmt: skip
+    syn_kwargs = {k: v for k, v in init_kwargs.items() if k not in ("z_dim", "c_dim", "mapping_kwargs")}
+    synthesis = Persistent("SynthesisNetwork", module_state({}, {}, children, syn_attrs, (), syn_kwargs), src)
+
+    mp = G.mapping
+    mc = cfg.mapping
+    m_children: dict[str, Any] = {}
+    if cfg.c_dim > 0:
+        m_children["embed"] = fc(mp.embed, cfg.c_dim, cfg.w_dim, {})
+    feats = [cfg.z_dim + (cfg.w_dim if cfg.c_dim else 0)] + [cfg.w_dim] * mc.num_layers
+    for i in range(mc.num_layers):
+        kw = dict(activation="lrelu", lr_multiplier=mc.lr_multiplier, trainable=True)
+        m_children[f"fc{i}"] = fc(getattr(mp, f"fc{i}"), feats[i], feats[i + 1], kw)
+    m_params, m_buffers = _own(mp)
+    m_attrs = dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, num_ws=cfg.num_ws,
+                   num_layers=mc.num_layers, w_avg_beta=0.998, trainable_layers=mc.num_layers)  # fmt: skip
+    m_kwargs = dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, num_ws=cfg.num_ws,
+                    num_layers=mc.num_layers)  # fmt: skip
+    mapping = Persistent("MappingNetwork", module_state(m_params, m_buffers, m_children, m_attrs, (), m_kwargs), src)
+    g_attrs = dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
+                   img_channels=cfg.img_channels, num_ws=cfg.num_ws)  # fmt: skip
+    g_state = module_state({}, {}, {"synthesis": synthesis, "mapping": mapping}, g_attrs, (), init_kwargs)
+    return Persistent("Generator", g_state, src)
+
+
+def official_sg3_snapshot(G_ema: GeneratorSG3, *, src: str, **init_extra: Any) -> dict[str, Any]:
+    """The dict stylegan3's ``training_loop.py`` pickles (G, D, G_ema, augment_pipe, training_set_kwargs)."""
+    kwargs = sg3_init_kwargs(G_ema, **init_extra)
+    cfg = G_ema.cfg
+    return dict(
+        G=official_sg3_record(G_ema, src=src, init_kwargs=kwargs),
+        D=discriminator_record(cfg.img_resolution, cfg.img_channels, src),
+        G_ema=official_sg3_record(G_ema, src=src, init_kwargs=kwargs),
+        augment_pipe=augment_pipe_record(src),
+        training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="/data/tiny.zip",
+                                 use_labels=cfg.c_dim > 0, resolution=np.int64(cfg.img_resolution)),
     )  # fmt: skip
 
 

@@ -217,15 +217,25 @@ def test_official_key_and_shape_mismatches_name_the_key(tmp_path: Path) -> None:
         load_checkpoint(cw.dump_pickle({"G_ema": rec}, tmp_path / "torgb.pkl"))
 
 
-def test_stylegan3_pickle_is_unsupported(tmp_path: Path) -> None:
+def test_stylegan3_pickle_is_read_as_data(tmp_path: Path) -> None:
+    """A stylegan3 snapshot (official module structure, see ckpt_writers.official_sg3_record) is recognised by its
+    SynthesisInput and L<idx> layers and read without executing its source; a class the official stylegan3
+    Generator does not have is refused naming it (tests/export/test_sg3_checkpoints.py covers the rest)."""
+    from styleserve.export.networks_sg3 import GeneratorSG3, make_config_sg3
+
     src, flag = payload(tmp_path)
-    G_ema = make_generator(8, img_resolution=16, z_dim=16, w_dim=16)
-    snap = cw.official_snapshot(G_ema, G_ema, flavor="sg3", src=src, channel_base=512, channel_max=32)
-    snap["G_ema"] = cw.stylegan3_generator_record(src)
-    path = cw.dump_pickle(snap, tmp_path / "stylegan3-t.pkl")
-    with pytest.raises(UnsupportedArchitecture, match=r"StyleGAN3 \(SynthesisNetwork with SynthesisInput") as e:
-        load_checkpoint(path)
-    assert "L0_36_8" in str(e.value)
+    cfg = make_config_sg3("T", z_dim=8, w_dim=8, img_resolution=16, channel_base=128, channel_max=4, num_layers=3,
+                          margin_size=2)  # fmt: skip
+    G3 = GeneratorSG3(cfg).eval().requires_grad_(False)
+    snap = cw.official_sg3_snapshot(G3, src=src)
+    ckpt = load_checkpoint(cw.dump_pickle(snap, tmp_path / "stylegan3-t.pkl"))
+    assert ckpt.format == "stylegan3-pkl" and ckpt.config == cfg
+    assert not flag.exists()
+    first = G3.synthesis.layer_names[0]
+    snap["G_ema"].state["_modules"]["synthesis"].state["_modules"]["input"].class_name = "SynthesisInputXL"
+    with pytest.raises(UnsupportedArchitecture, match=r"SynthesisInputXL") as e:
+        load_checkpoint(cw.dump_pickle(snap, tmp_path / "stylegan3-xl.pkl"))
+    assert "G_ema.synthesis.input" in str(e.value) and first.startswith("L0_")
     assert not flag.exists()
 
 

@@ -38,7 +38,7 @@ CFG: dict[str, Any] = dict(
     fmap_max=16,
     fused_scale=True,
 )
-RAW = pb.OutputOptions(format=pb.RAW_FLOAT32, return_ws=True)
+RAW = pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_FLOAT32, return_ws=True)
 NAME = "stylegan-v1"
 
 

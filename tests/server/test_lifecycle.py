@@ -72,7 +72,7 @@ def test_broken_model_stops_the_start_naming_the_file(repo: Path, tmp_path: Path
     empty.mkdir()
     r = run_serve(empty)
     assert r.returncode == 2 and "holds no model directories" in r.stderr, r.stderr
-    (bad / "twin").symlink_to(repo / "tiny-cond", target_is_directory=True)
+    (bad / "twin").symlink_to(bad / "tiny-cond", target_is_directory=True)  # a link inside the repository is fine
     shutil.rmtree(bad / "tiny-uncond")
     r = run_serve(bad)
     assert r.returncode == 2 and "'tiny-cond' is also used" in r.stderr, r.stderr

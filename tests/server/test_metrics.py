@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,9 @@ import grpc
 import numpy as np
 import pytest
 from harness import ServerProcess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from styleserve.v1 import styleserve_pb2 as pb
 
@@ -37,17 +41,18 @@ def test_exact_amounts_after_scripted_requests(fresh: ServerProcess) -> None:
         stub.GetW(pb.GetWRequest(model=UNCOND, w_id="w_unknown"))  # 1 miss, NOT_FOUND
     with pytest.raises(grpc.RpcError):
         stub.Generate(pb.GenerateRequest(model=UNCOND, seeds=[1], class_index=3))  # INVALID_ARGUMENT, no work
-    stub.Generate(pb.GenerateRequest(model=UNCOND, seeds=[9], output=pb.OutputOptions(format=pb.JPEG)))  # 1 miss
+    jpeg = pb.OutputOptions(format=pb.IMAGE_FORMAT_JPEG)
+    stub.Generate(pb.GenerateRequest(model=UNCOND, seeds=[9], output=jpeg))  # 1 miss
 
     m = fresh.metrics()
     net = 'model="tiny-uncond",network="{}"'
     expected = {
-        'styleserve_requests_total{code="OK",method="Generate"}': 3,
-        'styleserve_requests_total{code="INVALID_ARGUMENT",method="Generate"}': 1,
-        'styleserve_requests_total{code="OK",method="Map"}': 1,
-        'styleserve_requests_total{code="OK",method="GetW"}': 1,
-        'styleserve_requests_total{code="NOT_FOUND",method="GetW"}': 1,
-        'styleserve_request_duration_seconds_count{method="Generate"}': 4,
+        'styleserve_requests_total{code="OK",method="Generate",model="tiny-uncond"}': 3,
+        'styleserve_requests_total{code="INVALID_ARGUMENT",method="Generate",model="tiny-uncond"}': 1,
+        'styleserve_requests_total{code="OK",method="Map",model="tiny-uncond"}': 1,
+        'styleserve_requests_total{code="OK",method="GetW",model="tiny-uncond"}': 1,
+        'styleserve_requests_total{code="NOT_FOUND",method="GetW",model="tiny-uncond"}': 1,
+        'styleserve_request_duration_seconds_count{method="Generate",model="tiny-uncond"}': 4,
         'styleserve_images_total{model="tiny-uncond"}': 8,
         'styleserve_images_total{model="tiny-cond"}': 0,
         'styleserve_w_cache_lookups_total{result="hit"}': 4,
@@ -145,3 +150,142 @@ def test_deploy_files_agree() -> None:
     assert port is not None
     assert f"styleserve:{port.group(1)}" in prom
     assert "target: server" in compose and "grafana/dashboards" in compose
+
+
+# ------------------------------------------------------------------- metrics that tell the truth (issue 12 D)
+
+COND = "tiny-cond"
+SERVED = {COND, UNCOND}
+# One image per onnxruntime run: a 256-image request keeps the synthesis queue busy for about 1-2 s.
+SLOW = ("--max-batch-size", "1", "--max-queue-delay-ms", "0", "--max-images-per-request", "256")
+
+
+def scrape(server: ServerProcess) -> str:
+    return str(urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode())
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.01)
+
+
+def total(m: dict[str, float], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for k, v in m.items() if k.startswith(name + "{") and all(w in k for w in want))
+
+
+def test_deadline_expiry_is_deadline_exceeded_and_a_deadline_drop(
+    start_server: Callable[..., ServerProcess], repo: Path
+) -> None:
+    s = start_server(repo, *SLOW)
+    stub = s.stub()
+    big = stub.Generate.future(pb.GenerateRequest(model=COND, seeds=range(1000, 1256), class_index=1), timeout=60)
+    syn = f'styleserve_queue_rows{{model="{COND}",network="synthesis"}}'
+    wait_for(lambda: s.metrics().get(syn, 0) > 100)  # > 100 images (> 0.3 s of runs) ahead of what follows.
+    late = [
+        stub.Generate.future(pb.GenerateRequest(model=COND, seeds=[10 + i], class_index=1), timeout=0.2)
+        for i in range(4)
+    ]
+    gone = stub.Generate.future(pb.GenerateRequest(model=COND, seeds=[20], class_index=1), timeout=60)
+    time.sleep(0.05)
+    gone.cancel()
+    for f in late:
+        with pytest.raises(grpc.RpcError) as e:
+            f.result()
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(big.result().images) == 256
+    # The queued expired work is dropped when the batcher reaches it, after the big request's last run.
+    wait_for(lambda: total(s.metrics(), "styleserve_dropped_total") >= 5)
+    m = s.metrics()
+    rpc = {"method": "Generate", "model": COND}
+    assert total(m, "styleserve_requests_total", code="DEADLINE_EXCEEDED", **rpc) == 4, m
+    assert total(m, "styleserve_requests_total", code="CANCELLED", **rpc) == 1, m
+    assert total(m, "styleserve_requests_total", code="OK", **rpc) == 1, m
+    assert total(m, "styleserve_dropped_total", model=COND, reason="deadline") == 4, m
+    assert total(m, "styleserve_dropped_total", model=COND, reason="cancelled") == 1, m
+    assert m[f'styleserve_network_rows_total{{model="{COND}",network="synthesis"}}'] == 256  # Nothing dropped ran.
+
+
+def test_w_cache_ttl_sweep_empties_the_cache_without_lookups(
+    start_server: Callable[..., ServerProcess], repo: Path
+) -> None:
+    s = start_server(repo, "--w-cache-ttl-s", "1", "--max-queue-delay-ms", "0")
+    s.stub().Generate(pb.GenerateRequest(model=UNCOND, seeds=[1, 2, 3]))  # 3 misses, 3 entries of 128 bytes
+    m = s.metrics()
+    evicted = 'styleserve_w_cache_evictions_total{reason="ttl"}'
+    assert m["styleserve_w_cache_entries"] + m[evicted] == 3
+    # No traffic from here on: the sweep alone must empty the cache (the TTL is 1 s; the bound is generous).
+    wait_for(lambda: s.metrics()["styleserve_w_cache_entries"] == 0)
+    m = s.metrics()
+    assert (m["styleserve_w_cache_entries"], m["styleserve_w_cache_bytes"], m[evicted]) == (0, 0, 3)
+    assert m['styleserve_w_cache_evictions_total{reason="size"}'] == 0
+    assert (m['styleserve_w_cache_lookups_total{result="miss"}'], m['styleserve_w_cache_lookups_total{result="hit"}']) \
+        == (3, 0)  # fmt: skip
+
+
+def test_model_label_takes_only_served_names(fresh: ServerProcess) -> None:
+    """Hostile model names answer NOT_FOUND / INVALID_ARGUMENT and are counted under model="", never as a label."""
+    stub = fresh.stub()
+    sent: list[str] = []
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(name=st.text(max_size=300).filter(lambda n: n not in SERVED), kind=st.sampled_from(["gen", "get", "w"]))
+    def call(name: str, kind: str) -> None:
+        with pytest.raises(grpc.RpcError) as e:
+            if kind == "gen":
+                stub.Generate(pb.GenerateRequest(model=name, seeds=[1]), timeout=10)
+            elif kind == "get":
+                stub.GetModel(pb.GetModelRequest(model=name), timeout=10)
+            else:
+                stub.GetW(pb.GetWRequest(model=name, w_id="w_0"), timeout=10)
+        assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+        sent.append(name)
+
+    call()
+    stub.ListModels(pb.ListModelsRequest())  # No model field: model="".
+    stub.Generate(pb.GenerateRequest(model=UNCOND, seeds=[1]))
+    values: dict[str, set[str]] = {}
+    for fam in text_string_to_metric_families(scrape(fresh)):
+        if fam.name in ("styleserve_requests", "styleserve_request_duration_seconds"):
+            values[fam.name] = {smp.labels["model"] for smp in fam.samples}
+    assert values == {"styleserve_requests": {"", UNCOND}, "styleserve_request_duration_seconds": {"", UNCOND}}
+    m = fresh.metrics()
+    assert total(m, "styleserve_requests_total", model="") == len(sent) + 1
+    assert m[f'styleserve_requests_total{{code="OK",method="Generate",model="{UNCOND}"}}'] == 1
+
+
+def test_no_created_series(fresh: ServerProcess) -> None:
+    fresh.stub().Generate(pb.GenerateRequest(model=UNCOND, seeds=[1]))
+    text = scrape(fresh)
+    assert "styleserve_requests_total{" in text and "styleserve_request_duration_seconds_bucket{" in text
+    assert "_created" not in text
+    # Also for a registry passed in (the flag is process-wide, read at collection time).
+    from prometheus_client import CollectorRegistry, generate_latest
+    from styleserve.server.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.requests.labels(UNCOND, "Generate", "OK").inc()
+    metrics.request_seconds.labels(UNCOND, "Generate").observe(0.1)
+    own = generate_latest(metrics.registry).decode()
+    assert "styleserve_requests_total{" in own and "_created" not in own
+
+
+def test_dashboard_hard_codes_no_job_and_filters_requests_by_model() -> None:
+    """The PodMonitor's job is ``namespace/name`` and compose's is ``styleserve``: panels take ``$job``."""
+    exprs = dashboard_exprs()
+    jobs = [(e, m) for e in exprs for m in re.findall(r"\bjob\s*(=~|!~|!=|=)\s*\"([^\"]*)\"", e)]
+    assert jobs, "the process panels should select the job through $job"
+    assert all(m == ("=~", "$job") for _, m in jobs), jobs
+    process = [e for e in exprs if re.search(r"\bprocess_", e)]
+    assert process and all('job=~"$job"' in e for e in process), process
+    variables = {v["name"]: v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]}
+    job = variables["job"]
+    query = job["query"]["query"] if isinstance(job["query"], dict) else job["query"]
+    assert re.fullmatch(r"label_values\(styleserve_[a-z_]+, job\)", query), query
+    assert job["includeAll"] and "allValue" not in job  # All = the styleserve jobs found, not every job.
+    requests = [e for e in exprs if re.search(r"styleserve_request(s_total|_duration_seconds)", e)]
+    assert len(requests) >= 4 and all('model=~"$model"' in e for e in requests), requests

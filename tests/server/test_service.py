@@ -27,7 +27,7 @@ from harness import ServerProcess
 
 COND = "tiny-cond"
 UNCOND = "tiny-uncond"
-RAW = pb.OutputOptions(format=pb.RAW_FLOAT32, return_ws=True)
+RAW = pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_FLOAT32, return_ws=True)
 
 
 def arr(t: pb.Tensor) -> np.ndarray:
@@ -102,9 +102,9 @@ def test_encoded_formats_agree(server: ServerProcess) -> None:
             pb.GenerateRequest(model=COND, seeds=[7, 8], class_index=1, output=pb.OutputOptions(format=fmt, **kw))
         )
 
-    raw = gen(pb.RAW_UINT8).images
-    png = gen(pb.PNG).images
-    jpg = gen(pb.JPEG, jpeg_quality=95).images
+    raw = gen(pb.IMAGE_FORMAT_RAW_UINT8).images
+    png = gen(pb.IMAGE_FORMAT_PNG).images
+    jpg = gen(pb.IMAGE_FORMAT_JPEG, jpeg_quality=95).images
     for r, p, j in zip(raw, png, jpg, strict=True):
         ref = np.frombuffer(r.data, np.uint8).reshape(r.height, r.width, r.channels)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(p.data))), ref)
@@ -211,7 +211,7 @@ def test_style_mix_grid(server: ServerProcess) -> None:
         rows=[seed_src(s, 0, 0.7) for s in rows],
         cols=[seed_src(s, 1, 0.7) for s in cols],
         col_styles=styles,
-        output=pb.OutputOptions(format=pb.RAW_UINT8, return_ws=True),
+        output=pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_UINT8, return_ws=True),
         compose=True,
     )
     resp = stub.StyleMixGrid(req)
@@ -268,7 +268,7 @@ def test_stream_generate(server: ServerProcess) -> None:
                 model=UNCOND,
                 seeds=pb.SeedRange(start=100, stop=140),
                 truncation=pb.Truncation(psi=0.8),
-                output=pb.OutputOptions(format=pb.RAW_UINT8),
+                output=pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_UINT8),
             )
         )
     )
@@ -278,14 +278,16 @@ def test_stream_generate(server: ServerProcess) -> None:
             model=UNCOND,
             seeds=[117, 139],
             truncation=pb.Truncation(psi=0.8),
-            output=pb.OutputOptions(format=pb.RAW_UINT8),
+            output=pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_UINT8),
         )
     )
     assert items[17].image.data == ref.images[0].data and items[39].image.data == ref.images[1].data
     plans = pb.PlanList(plans=[pb.StylePlan(styles=[pb.LayerStyle(source=seed_src(s, None))]) for s in (117, 139)])
     planned = list(
         stub.StreamGenerate(
-            pb.StreamGenerateRequest(model=UNCOND, plans=plans, output=pb.OutputOptions(format=pb.RAW_UINT8))
+            pb.StreamGenerateRequest(
+                model=UNCOND, plans=plans, output=pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_UINT8)
+            )
         )
     )
     assert [i.index for i in planned] == [0, 1] and not planned[0].HasField("seed")

@@ -10,15 +10,15 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IMAGE_FORMAT_UNSPECIFIED: _ClassVar[ImageFormat]
-    PNG: _ClassVar[ImageFormat]
-    JPEG: _ClassVar[ImageFormat]
-    RAW_UINT8: _ClassVar[ImageFormat]
-    RAW_FLOAT32: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_JPEG: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_RAW_UINT8: _ClassVar[ImageFormat]
+    IMAGE_FORMAT_RAW_FLOAT32: _ClassVar[ImageFormat]
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
-PNG: ImageFormat
-JPEG: ImageFormat
-RAW_UINT8: ImageFormat
-RAW_FLOAT32: ImageFormat
+IMAGE_FORMAT_PNG: ImageFormat
+IMAGE_FORMAT_JPEG: ImageFormat
+IMAGE_FORMAT_RAW_UINT8: ImageFormat
+IMAGE_FORMAT_RAW_FLOAT32: ImageFormat
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -37,7 +37,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "architecture", "z_dim", "num_classes", "w_dim", "num_ws", "img_resolution", "img_channels", "ws_layers", "noise_layers", "noise_modes", "execution_provider")
+    __slots__ = ("name", "architecture", "z_dim", "num_classes", "w_dim", "num_ws", "img_resolution", "img_channels", "ws_layers", "noise_layers", "noise_modes", "execution_provider", "server_version", "png_encoder", "engine", "precision", "directions", "takes_transform")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     Z_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,12 @@ class ModelInfo(_message.Message):
     NOISE_LAYERS_FIELD_NUMBER: _ClassVar[int]
     NOISE_MODES_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PNG_ENCODER_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    TAKES_TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     z_dim: int
@@ -62,7 +68,25 @@ class ModelInfo(_message.Message):
     noise_layers: _containers.RepeatedCompositeFieldContainer[NoiseLayer]
     noise_modes: _containers.RepeatedScalarFieldContainer[str]
     execution_provider: str
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., z_dim: _Optional[int] = ..., num_classes: _Optional[int] = ..., w_dim: _Optional[int] = ..., num_ws: _Optional[int] = ..., img_resolution: _Optional[int] = ..., img_channels: _Optional[int] = ..., ws_layers: _Optional[_Iterable[_Union[WsLayer, _Mapping]]] = ..., noise_layers: _Optional[_Iterable[_Union[NoiseLayer, _Mapping]]] = ..., noise_modes: _Optional[_Iterable[str]] = ..., execution_provider: _Optional[str] = ...) -> None: ...
+    server_version: str
+    png_encoder: str
+    engine: str
+    precision: str
+    directions: _containers.RepeatedCompositeFieldContainer[DirectionSet]
+    takes_transform: bool
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., z_dim: _Optional[int] = ..., num_classes: _Optional[int] = ..., w_dim: _Optional[int] = ..., num_ws: _Optional[int] = ..., img_resolution: _Optional[int] = ..., img_channels: _Optional[int] = ..., ws_layers: _Optional[_Iterable[_Union[WsLayer, _Mapping]]] = ..., noise_layers: _Optional[_Iterable[_Union[NoiseLayer, _Mapping]]] = ..., noise_modes: _Optional[_Iterable[str]] = ..., execution_provider: _Optional[str] = ..., server_version: _Optional[str] = ..., png_encoder: _Optional[str] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., directions: _Optional[_Iterable[_Union[DirectionSet, _Mapping]]] = ..., takes_transform: _Optional[bool] = ...) -> None: ...
+
+class DirectionSet(_message.Message):
+    __slots__ = ("layer_range", "layers", "count", "eigenvalues")
+    LAYER_RANGE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    EIGENVALUES_FIELD_NUMBER: _ClassVar[int]
+    layer_range: str
+    layers: _containers.RepeatedScalarFieldContainer[int]
+    count: int
+    eigenvalues: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, layer_range: _Optional[str] = ..., layers: _Optional[_Iterable[int]] = ..., count: _Optional[int] = ..., eigenvalues: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class WsLayer(_message.Message):
     __slots__ = ("index", "layers", "resolution")
@@ -109,18 +133,20 @@ class Latent(_message.Message):
     def __init__(self, seed: _Optional[int] = ..., z: _Optional[_Union[Tensor, _Mapping]] = ..., class_index: _Optional[int] = ...) -> None: ...
 
 class MapRequest(_message.Message):
-    __slots__ = ("model", "latents", "truncation", "return_w", "cache")
+    __slots__ = ("model", "latents", "truncation", "return_w", "cache", "edits")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     RETURN_W_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    EDITS_FIELD_NUMBER: _ClassVar[int]
     model: str
     latents: _containers.RepeatedCompositeFieldContainer[Latent]
     truncation: Truncation
     return_w: bool
     cache: bool
-    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[Latent, _Mapping]]] = ..., truncation: _Optional[_Union[Truncation, _Mapping]] = ..., return_w: _Optional[bool] = ..., cache: _Optional[bool] = ...) -> None: ...
+    edits: _containers.RepeatedCompositeFieldContainer[StyleEdit]
+    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[Latent, _Mapping]]] = ..., truncation: _Optional[_Union[Truncation, _Mapping]] = ..., return_w: _Optional[bool] = ..., cache: _Optional[bool] = ..., edits: _Optional[_Iterable[_Union[StyleEdit, _Mapping]]] = ...) -> None: ...
 
 class MapResponse(_message.Message):
     __slots__ = ("results",)
@@ -137,16 +163,30 @@ class MappedW(_message.Message):
     def __init__(self, w: _Optional[_Union[Tensor, _Mapping]] = ..., w_id: _Optional[str] = ...) -> None: ...
 
 class StyleSource(_message.Message):
-    __slots__ = ("w_id", "w", "w_plus", "seed")
+    __slots__ = ("w_id", "w", "w_plus", "seed", "edits")
     W_ID_FIELD_NUMBER: _ClassVar[int]
     W_FIELD_NUMBER: _ClassVar[int]
     W_PLUS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    EDITS_FIELD_NUMBER: _ClassVar[int]
     w_id: str
     w: Tensor
     w_plus: Tensor
     seed: SeedSource
-    def __init__(self, w_id: _Optional[str] = ..., w: _Optional[_Union[Tensor, _Mapping]] = ..., w_plus: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[_Union[SeedSource, _Mapping]] = ...) -> None: ...
+    edits: _containers.RepeatedCompositeFieldContainer[StyleEdit]
+    def __init__(self, w_id: _Optional[str] = ..., w: _Optional[_Union[Tensor, _Mapping]] = ..., w_plus: _Optional[_Union[Tensor, _Mapping]] = ..., seed: _Optional[_Union[SeedSource, _Mapping]] = ..., edits: _Optional[_Iterable[_Union[StyleEdit, _Mapping]]] = ...) -> None: ...
+
+class StyleEdit(_message.Message):
+    __slots__ = ("direction", "layer_range", "alpha", "layers")
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    LAYER_RANGE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    direction: int
+    layer_range: str
+    alpha: float
+    layers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, direction: _Optional[int] = ..., layer_range: _Optional[str] = ..., alpha: _Optional[float] = ..., layers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SeedSource(_message.Message):
     __slots__ = ("seed", "class_index", "truncation")
@@ -191,12 +231,24 @@ class OutputOptions(_message.Message):
     def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., jpeg_quality: _Optional[int] = ..., return_ws: _Optional[bool] = ...) -> None: ...
 
 class StylePlan(_message.Message):
-    __slots__ = ("styles", "noise")
+    __slots__ = ("styles", "noise", "transform")
     STYLES_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     styles: _containers.RepeatedCompositeFieldContainer[LayerStyle]
     noise: NoiseControl
-    def __init__(self, styles: _Optional[_Iterable[_Union[LayerStyle, _Mapping]]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ...) -> None: ...
+    transform: InputTransform
+    def __init__(self, styles: _Optional[_Iterable[_Union[LayerStyle, _Mapping]]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ..., transform: _Optional[_Union[InputTransform, _Mapping]] = ...) -> None: ...
+
+class InputTransform(_message.Message):
+    __slots__ = ("translate_x", "translate_y", "rotate_deg")
+    TRANSLATE_X_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATE_Y_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_DEG_FIELD_NUMBER: _ClassVar[int]
+    translate_x: float
+    translate_y: float
+    rotate_deg: float
+    def __init__(self, translate_x: _Optional[float] = ..., translate_y: _Optional[float] = ..., rotate_deg: _Optional[float] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("model", "plans", "output")
@@ -231,23 +283,25 @@ class SynthesizeResponse(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "seeds", "class_index", "truncation", "noise", "output")
+    __slots__ = ("model", "seeds", "class_index", "truncation", "noise", "output", "transforms")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMS_FIELD_NUMBER: _ClassVar[int]
     model: str
     seeds: _containers.RepeatedScalarFieldContainer[int]
     class_index: int
     truncation: Truncation
     noise: NoiseControl
     output: OutputOptions
-    def __init__(self, model: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ..., class_index: _Optional[int] = ..., truncation: _Optional[_Union[Truncation, _Mapping]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ...) -> None: ...
+    transforms: _containers.RepeatedCompositeFieldContainer[InputTransform]
+    def __init__(self, model: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ..., class_index: _Optional[int] = ..., truncation: _Optional[_Union[Truncation, _Mapping]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., transforms: _Optional[_Iterable[_Union[InputTransform, _Mapping]]] = ...) -> None: ...
 
 class StyleMixGridRequest(_message.Message):
-    __slots__ = ("model", "rows", "cols", "col_styles", "noise", "output", "compose")
+    __slots__ = ("model", "rows", "cols", "col_styles", "noise", "output", "compose", "transform")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     COLS_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +309,7 @@ class StyleMixGridRequest(_message.Message):
     NOISE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     COMPOSE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     model: str
     rows: _containers.RepeatedCompositeFieldContainer[StyleSource]
     cols: _containers.RepeatedCompositeFieldContainer[StyleSource]
@@ -262,7 +317,8 @@ class StyleMixGridRequest(_message.Message):
     noise: NoiseControl
     output: OutputOptions
     compose: bool
-    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[StyleSource, _Mapping]]] = ..., cols: _Optional[_Iterable[_Union[StyleSource, _Mapping]]] = ..., col_styles: _Optional[_Iterable[int]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., compose: _Optional[bool] = ...) -> None: ...
+    transform: InputTransform
+    def __init__(self, model: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[StyleSource, _Mapping]]] = ..., cols: _Optional[_Iterable[_Union[StyleSource, _Mapping]]] = ..., col_styles: _Optional[_Iterable[int]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., compose: _Optional[bool] = ..., transform: _Optional[_Union[InputTransform, _Mapping]] = ...) -> None: ...
 
 class StyleMixGridResponse(_message.Message):
     __slots__ = ("cells", "grid")
@@ -323,7 +379,7 @@ class SeedRange(_message.Message):
     def __init__(self, start: _Optional[int] = ..., stop: _Optional[int] = ...) -> None: ...
 
 class StreamGenerateRequest(_message.Message):
-    __slots__ = ("model", "seeds", "plans", "class_index", "truncation", "noise", "output")
+    __slots__ = ("model", "seeds", "plans", "class_index", "truncation", "noise", "output", "transform")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +387,7 @@ class StreamGenerateRequest(_message.Message):
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     model: str
     seeds: SeedRange
     plans: PlanList
@@ -338,7 +395,8 @@ class StreamGenerateRequest(_message.Message):
     truncation: Truncation
     noise: NoiseControl
     output: OutputOptions
-    def __init__(self, model: _Optional[str] = ..., seeds: _Optional[_Union[SeedRange, _Mapping]] = ..., plans: _Optional[_Union[PlanList, _Mapping]] = ..., class_index: _Optional[int] = ..., truncation: _Optional[_Union[Truncation, _Mapping]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ...) -> None: ...
+    transform: InputTransform
+    def __init__(self, model: _Optional[str] = ..., seeds: _Optional[_Union[SeedRange, _Mapping]] = ..., plans: _Optional[_Union[PlanList, _Mapping]] = ..., class_index: _Optional[int] = ..., truncation: _Optional[_Union[Truncation, _Mapping]] = ..., noise: _Optional[_Union[NoiseControl, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., transform: _Optional[_Union[InputTransform, _Mapping]] = ...) -> None: ...
 
 class PlanList(_message.Message):
     __slots__ = ("plans",)

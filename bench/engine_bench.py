@@ -1,0 +1,217 @@
+"""Synthesis throughput and error: onnxruntime vs OpenVINO fp32 (static buckets) vs OpenVINO bf16, one run.
+
+What is measured, in one process, one engine after the other, with the same thread count:
+
+* ``ort``: the exported FFHQ-like model through :class:`styleserve.server.runtime.ModelRuntime` (the
+  server's onnxruntime session and options).
+* ``ov-fp32`` / ``ov-bf16``: the same ``synthesis.onnx`` through
+  :class:`styleserve.server.engine_openvino.OpenVINORuntime` (the server's ``--engine openvino`` code path:
+  static-shape buckets compiled, verified against onnxruntime and timed at warm-up). bf16 only on CPUs with
+  AVX-512 BF16 / AMX.
+
+Per batch size: images/s of ``run_synthesis`` (const noise, float output; median of timed calls), and the
+max abs difference of the float image to onnxruntime's on the same inputs. Then the error over many seeds
+(``--error-seeds``, psi 1, const and random noise), the warm-up cost per bucket (compile seconds, resident
+memory added), pad vs split for 3 rows (one padded run of the 4-bucket vs runs of 2 + 1), and with
+``--serve`` end-to-end ``Generate`` (PNG, psi 0.7) through a real server per engine at one concurrency.
+Load average and cores busy are printed before and after: rerun when other load was high.
+
+Models: ``bench/networks_bench.py``'s FFHQ-like configs (z = w = 512, channel_max 512, channel_base 16384,
+random seeded weights), exported once into ``bench/.cache/``.
+
+    python bench/engine_bench.py [--resolutions 64,256] [--batches 1,4,16] [--threads 2] [--error-seeds 32]
+                                 [--serve] [--serve-requests 32] [--serve-concurrency 4] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+from styleserve.server.engine_openvino import BF16_MAX_ABS, FP32_MAX_ABS, OpenVINORuntime, cpu_has_bf16
+from styleserve.server.runtime import IMAGE_FLOAT, ModelRuntime, NoiseSpec
+
+from styleserve.latent import z_from_seeds
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_busy, loadavg, machine_info
+from networks_bench import build, measure
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def seeds_ws(rt: ModelRuntime, seeds: Sequence[int]) -> np.ndarray:
+    """ws ``[N, num_ws, w_dim]`` of the seeds (official z, psi 1)."""
+    m = rt.manifest
+    w = rt.map(z_from_seeds(list(seeds), m.z_dim))
+    return np.ascontiguousarray(np.repeat(w[:, None], m.num_ws, axis=1))
+
+
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+def bench_res(res: int, batches: Sequence[int], a: argparse.Namespace, out: dict[str, Any]) -> None:
+    _, model_dir = build(res)
+    top = max(batches)
+    rt_ort = ModelRuntime(model_dir, device="cpu", intra_op_threads=a.threads)
+    rt_ort.warmup((1,))
+    engines: dict[str, ModelRuntime] = {"ort": rt_ort}
+    warm: dict[str, Any] = {}
+    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+    for prec in precisions:
+        gc.collect()
+        before = rss_mib()
+        t0 = time.perf_counter()
+        rt = OpenVINORuntime(model_dir, precision=prec, max_batch_size=top, device="cpu", intra_op_threads=a.threads)
+        if prec == "bf16":
+            rt.max_abs = float("inf")  # Measure the error rather than refuse: the bound is set from these figures.
+        rt.warmup()
+        warm[prec] = {
+            "warmup_s": round(time.perf_counter() - t0, 2),
+            "rss_added_mib": round(rss_mib() - before, 1),
+            "compile_s": {b: round(s, 2) for b, s in rt.compile_seconds.items()},
+            "run_ms": {b: round(1000 * s, 2) for b, s in rt.run_seconds.items()},
+            "verify_max_abs": rt.verify_error,
+        }
+        print(f"  {res} px ov-{prec} warm-up: {warm[prec]}", flush=True)
+        engines[f"ov-{prec}"] = rt
+    rows = []
+    for b in batches:
+        ws = seeds_ws(rt_ort, range(b))
+        ref = rt_ort.run_synthesis(ws, None, (IMAGE_FLOAT,))[IMAGE_FLOAT]
+        row: dict[str, Any] = {"res": res, "batch": b}
+        for name, rt in engines.items():
+            time.sleep(0.3)  # The previous engine's idle threads stop spinning.
+            got = rt.run_synthesis(ws, None, (IMAGE_FLOAT,))[IMAGE_FLOAT]
+            s = measure(lambda rt=rt, ws=ws: rt.run_synthesis(ws, None, (IMAGE_FLOAT,)), a.min_time, a.min_reps)
+            row[name] = {"img_per_s": round(b / s, 2), "max_abs_vs_ort": max_abs(got, ref)}
+        for name in engines:
+            row[name]["vs_ort"] = round(row[name]["img_per_s"] / row["ort"]["img_per_s"], 3)
+        rows.append(row)
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    # Error over many seeds, const and random noise, in runs of the largest bucket.
+    errors: dict[str, dict[str, float]] = {}
+    seeds = list(range(a.error_seeds))
+    for mode in ("const", "random"):
+        for lo in range(0, len(seeds), top):
+            chunk = seeds[lo : lo + top]
+            ws = seeds_ws(rt_ort, chunk)
+            specs = [NoiseSpec(mode, seed=s) for s in chunk]
+            ref = rt_ort.run_synthesis(ws, specs, (IMAGE_FLOAT,))[IMAGE_FLOAT]
+            for name, rt in engines.items():
+                if name == "ort":
+                    continue
+                got = rt.run_synthesis(ws, specs, (IMAGE_FLOAT,))[IMAGE_FLOAT]
+                per_image = np.abs(got.astype(np.float64) - ref).reshape(len(chunk), -1).max(axis=1)
+                e = errors.setdefault(name, {})
+                e[f"{mode}_max"] = max(e.get(f"{mode}_max", 0.0), float(per_image.max()))
+                e.setdefault("_all", []).extend(per_image.tolist())  # type: ignore[attr-defined]
+    for e in errors.values():
+        values = e.pop("_all")  # type: ignore[misc]
+        e["median_per_image"] = float(np.median(values))  # type: ignore[arg-type]
+    print(f"  {res} px errors over {len(seeds)} seeds vs ort: {errors}", flush=True)
+    # Pad vs split for 3 rows, from buckets 4, 2 and 1 at full rows.
+    pad_split: dict[str, Any] = {}
+    for name, rt in engines.items():
+        if not isinstance(rt, OpenVINORuntime) or not {1, 2, 4} <= set(rt.buckets):
+            continue
+        ws4 = seeds_ws(rt_ort, range(4))
+
+        def run(n: int, rt: OpenVINORuntime = rt, ws4: np.ndarray = ws4) -> object:
+            return rt._run_ov(ws4[:n], dict(rt.noise_const), [IMAGE_FLOAT])
+
+        t = {n: measure(lambda n=n: run(n), a.min_time, a.min_reps) for n in (1, 2)}
+        saved = dict(rt.run_seconds)
+        rt.run_seconds = {4: 1.0}  # Force one padded run of the 4-bucket.
+        t4 = measure(lambda: run(3), a.min_time, a.min_reps)
+        rt.run_seconds = saved
+        pad_split[name] = {"pad_4_ms": round(1000 * t4, 2), "split_2_1_ms": round(1000 * (t[1] + t[2]), 2)}
+    print(f"  {res} px 3 rows, pad vs split: {pad_split}", flush=True)
+    out["models"].append({"res": res, "model_dir": str(model_dir), "warmup": warm, "rows": rows,
+                          "errors": errors, "pad_vs_split_3_rows": pad_split})  # fmt: skip
+    del engines, rt_ort
+    gc.collect()
+
+
+def bench_serve(res: int, a: argparse.Namespace, out: dict[str, Any]) -> None:
+    """End-to-end Generate through a real server per engine (serve_bench's Server and client loop)."""
+    from serve_bench import Seeds, bench_grpc
+
+    _, model_dir = build(res)
+    name = f"ffhq{res}"
+    runs = {"ort": [], "ov-fp32": ["--engine", "openvino"]}
+    if cpu_has_bf16():
+        runs["ov-bf16"] = ["--engine", "openvino", "--precision", "bf16"]
+    common = ["--intra-op-threads", str(a.threads), "--max-batch-size", str(a.serve_max_batch)]
+    results = {}
+    for label, flags in runs.items():
+        with tempfile.TemporaryDirectory() as log_dir:
+            res_list, _ = bench_grpc(model_dir, name, [*common, *flags], [a.serve_concurrency], a.serve_requests,
+                                     a.serve_warmup, Seeds(1000 * len(results)), Path(log_dir))  # fmt: skip
+        r = res_list[0]
+        results[label] = {"img_per_s": r.img_per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                          "mean_synthesis_batch": r.batch_rows.get("synthesis"), "errors": r.errors}  # fmt: skip
+        print(f"  {res} px serve {label}: {results[label]}", flush=True)
+    out["serve"].append({"res": res, "concurrency": a.serve_concurrency, "requests": a.serve_requests,
+                         "max_batch_size": a.serve_max_batch, "results": results})  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--resolutions", default="64,256")
+    p.add_argument("--batches", default="1,4,16")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of every engine")
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--min-reps", type=int, default=3)
+    p.add_argument("--error-seeds", type=int, default=32)
+    p.add_argument("--serve", action="store_true", help="also end-to-end Generate through a server per engine")
+    p.add_argument("--serve-res", type=int, default=256)
+    p.add_argument("--serve-requests", type=int, default=32)
+    p.add_argument("--serve-warmup", type=int, default=4)
+    p.add_argument("--serve-concurrency", type=int, default=4)
+    p.add_argument("--serve-max-batch", type=int, default=4)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args(argv)
+    out: dict[str, Any] = {"models": [], "serve": []}
+    busy0, load0 = cpu_busy(), loadavg()
+    print(f"before: load average {load0}, cores busy {busy0 if busy0 is None else round(busy0, 2)}", flush=True)
+    for res in [int(x) for x in a.resolutions.split(",") if x.strip()]:
+        bench_res(res, [int(x) for x in a.batches.split(",") if x.strip()], a, out)
+    if a.serve:
+        bench_serve(a.serve_res, a, out)
+    busy1, load1 = cpu_busy(), loadavg()
+    print(f"after: load average {load1}, cores busy {busy1 if busy1 is None else round(busy1, 2)}", flush=True)
+    machine: dict[str, Any] = machine_info()
+    machine.update(threads=a.threads, onnxruntime=ort.__version__, openvino=ov.get_version(),
+                   python=platform.python_version(), loadavg_before=load0, loadavg_after=load1, cpu_busy_before=busy0,
+                   cpu_busy_after=busy1, fp32_bound=FP32_MAX_ABS, bf16_bound=BF16_MAX_ABS)  # fmt: skip
+    out["machine"] = machine
+    out["command"] = " ".join([".venv/bin/python", "bench/engine_bench.py", *(argv or sys.argv[1:])])
+    print(json.dumps(machine, indent=1))
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
