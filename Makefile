@@ -3,12 +3,13 @@ PY ?= .venv/bin/python
 THREADS ?= 2
 RESULTS := bench/results
 
-.PHONY: bench bench-quick bench-networks bench-serve bench-1024
+.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale
 
-## make bench: networks (64/256 px, batch 1/4/16) + serving matrix; prints tables, writes $(RESULTS)/*.json,
-## rewrites the generated section of docs/BENCHMARKS.md (about 8-10 min on 2 cores).
-bench: bench-networks bench-serve
-	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --command "make bench"
+## make bench: networks (64/256 px, batch 1/4/16) + serving matrix + 1024 px scale run; prints tables, writes
+## $(RESULTS)/*.json, rewrites the generated section of docs/BENCHMARKS.md (about 40-50 min on 2 idle cores).
+bench: bench-networks bench-serve bench-scale
+	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --scale $(RESULTS)/scale_1024.json \
+		--command "make bench"
 
 bench-networks:
 	@mkdir -p $(RESULTS)
@@ -30,3 +31,11 @@ bench-quick:
 bench-1024:
 	@mkdir -p $(RESULTS)
 	$(PY) bench/networks_bench.py --resolutions 1024 --batches 1 --threads $(THREADS) --json $(RESULTS)/networks-1024.json
+
+## 1024 px, the reference workload (part of make bench): FFHQ config F exported (peak RSS), served at default
+## settings (RSS, time to SERVING, img/s, p50/p99) vs raw sessions and PyTorch, and an onnxruntime profile.
+## Every step is its own process, one after the other; about 30-40 min on 2 idle cores.
+bench-scale:
+	@mkdir -p $(RESULTS)
+	@echo "load average: $$(cat /proc/loadavg 2>/dev/null)"
+	$(PY) bench/scale_1024.py --threads $(THREADS) --json $(RESULTS)/scale_1024.json

@@ -167,7 +167,7 @@ def bench_serve(res: int, a: argparse.Namespace, out: dict[str, Any]) -> None:
             res_list, _ = bench_grpc(model_dir, name, [*common, *flags], [a.serve_concurrency], a.serve_requests,
                                      a.serve_warmup, Seeds(1000 * len(results)), Path(log_dir))  # fmt: skip
         r = res_list[0]
-        results[label] = {"img_per_s": r.img_per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+        results[label] = {"img_per_s": round(r.requests / r.wall_s, 3), "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
                           "mean_synthesis_batch": r.batch_rows.get("synthesis"), "errors": r.errors}  # fmt: skip
         print(f"  {res} px serve {label}: {results[label]}", flush=True)
     out["serve"].append({"res": res, "concurrency": a.serve_concurrency, "requests": a.serve_requests,

@@ -65,12 +65,21 @@ def serve_section(doc: dict[str, Any]) -> str:
     )
 
 
+def scale_section(doc: dict[str, Any]) -> str:
+    """bench/scale_1024.py's own tables (it renders them: one format for the console and the docs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scale_1024 import report
+
+    return report(doc)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("networks", type=Path)
     p.add_argument("serve", type=Path)
     p.add_argument("--doc", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md")
     p.add_argument("--command", default="make bench")
+    p.add_argument("--scale", type=Path, default=None, help="bench/scale_1024.py's JSON (1024 px section)")
     a = p.parse_args(argv)
     net = json.loads(a.networks.read_text())
     srv = json.loads(a.serve.read_text())
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "### Serving: formats × concurrency vs raw onnxruntime, batching on/off, w cache (`bench/serve_matrix.py`)",
         "",
         serve_section(srv),
+        *(["", "### 1024 px: export, serving memory and start-up, vs raw sessions and PyTorch (`bench/scale_1024.py`)",
+            "", scale_section(json.loads(a.scale.read_text()))] if a.scale is not None else []),
         END,
     ])  # fmt: skip
     text = a.doc.read_text()

@@ -37,6 +37,7 @@ from ._types import (
     Source,
     StreamResult,
     Style,
+    Transform,
     WsLayer,
 )
 
@@ -61,6 +62,7 @@ __all__ = [
     "StreamResult",
     "Style",
     "StyleServeRpcError",
+    "Transform",
     "UnauthenticatedError",
     "UnavailableError",
     "WsLayer",

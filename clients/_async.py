@@ -26,7 +26,18 @@ from styleserve.wire import F32
 from . import _requests as rq
 from ._client import ClientBase, health_check, health_status
 from ._retry import Attempts
-from ._types import Edit, GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
+from ._types import (
+    Edit,
+    GeneratedImage,
+    GridResult,
+    MappedW,
+    ModelInfo,
+    Noise,
+    Plan,
+    Source,
+    StreamResult,
+    Transform,
+)
 
 T = TypeVar("T")
 
@@ -134,14 +145,18 @@ class AsyncClient(ClientBase[grpc.aio.Channel]):
         jpeg_quality: int | None = None,
         return_ws: bool = False,
         timeout: float | None = None,
+        transform: Transform | Sequence[Transform] | None = None,
     ) -> list[GeneratedImage]:
         """Seeds -> images, in seed order; split into requests of ``REQUEST_CHUNK`` seeds as :meth:`Client.generate`."""
         seeds = list(seeds)
         options = (class_index, psi, cutoff, noise, format, jpeg_quality, return_ws)
-        rq.generate_request(model, seeds, *options)  # checks every seed before the first request
+        rq.generate_request(model, seeds, *options, transform)  # checks every seed before the first request
+        per_seed = None if transform is None or isinstance(transform, Transform) else list(transform)
         images: list[GeneratedImage] = []
-        for chunk in rq.chunks(seeds):
-            request = rq.generate_request(model, chunk, *options)
+        for k, chunk in enumerate(rq.chunks(seeds)):
+            a = k * rq.REQUEST_CHUNK
+            moves = transform if per_seed is None else per_seed[a : a + len(chunk)]
+            request = rq.generate_request(model, chunk, *options, moves)
             got: list[GeneratedImage] = await self._unary(rq.GENERATE, request, timeout)
             images += got
         return images
@@ -171,9 +186,10 @@ class AsyncClient(ClientBase[grpc.aio.Channel]):
         format: str = "png",
         compose: bool = True,
         timeout: float | None = None,
+        transform: Transform | None = None,
     ) -> GridResult:
         """Rows x columns, the ``col_styles`` ws indices from the columns (ints are seed sources)."""
-        request = rq.grid_request(model, rows, cols, col_styles, noise, format, compose)
+        request = rq.grid_request(model, rows, cols, col_styles, noise, format, compose, transform)
         return await self._unary(rq.STYLE_MIX_GRID, request, timeout)
 
     async def put_w(self, model: str, w: npt.ArrayLike, *, timeout: float | None = None) -> str:
@@ -203,6 +219,7 @@ class AsyncClient(ClientBase[grpc.aio.Channel]):
         return_ws: bool = False,
         timeout: float | None = None,
         idle_timeout: float | None = None,
+        transform: Transform | None = None,
     ) -> AsyncIterator[StreamResult]:
         """An async iterator of images as the server finishes them (see :meth:`Client.stream_generate`).
 
@@ -211,7 +228,7 @@ class AsyncClient(ClientBase[grpc.aio.Channel]):
         the client's ``timeout``); ``timeout`` (default None = none) bounds the whole stream.
         """
         request = rq.stream_request(
-            model, seeds, plans, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws
+            model, seeds, plans, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws, transform
         )
         self._check_open()
         idle = rq.check_idle_timeout(self.timeout if idle_timeout is None else idle_timeout)

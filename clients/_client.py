@@ -20,7 +20,18 @@ from styleserve.wire import F32
 
 from . import _requests as rq
 from ._retry import Attempts, RetryPolicy
-from ._types import Edit, GeneratedImage, GridResult, MappedW, ModelInfo, Noise, Plan, Source, StreamResult
+from ._types import (
+    Edit,
+    GeneratedImage,
+    GridResult,
+    MappedW,
+    ModelInfo,
+    Noise,
+    Plan,
+    Source,
+    StreamResult,
+    Transform,
+)
 
 T = TypeVar("T")
 C = TypeVar("C")  # the channel type: grpc.Channel or grpc.aio.Channel
@@ -239,6 +250,7 @@ class Client(ClientBase[grpc.Channel]):
         jpeg_quality: int | None = None,
         return_ws: bool = False,
         timeout: float | None = None,
+        transform: Transform | Sequence[Transform] | None = None,
     ) -> list[GeneratedImage]:
         """Seeds -> images (mapping, truncation and synthesis on the server), in seed order.
 
@@ -247,10 +259,13 @@ class Client(ClientBase[grpc.Channel]):
         """
         seeds = list(seeds)
         options = (class_index, psi, cutoff, noise, format, jpeg_quality, return_ws)
-        rq.generate_request(model, seeds, *options)  # checks every seed before the first request
+        rq.generate_request(model, seeds, *options, transform)  # checks every seed before the first request
+        per_seed = None if transform is None or isinstance(transform, Transform) else list(transform)
         images: list[GeneratedImage] = []
-        for chunk in rq.chunks(seeds):
-            request = rq.generate_request(model, chunk, *options)
+        for k, chunk in enumerate(rq.chunks(seeds)):
+            a = k * rq.REQUEST_CHUNK
+            moves = transform if per_seed is None else per_seed[a : a + len(chunk)]
+            request = rq.generate_request(model, chunk, *options, moves)
             got: list[GeneratedImage] = self._unary(rq.GENERATE, request, timeout)
             images += got
         return images
@@ -280,9 +295,10 @@ class Client(ClientBase[grpc.Channel]):
         format: str = "png",
         compose: bool = True,
         timeout: float | None = None,
+        transform: Transform | None = None,
     ) -> GridResult:
         """Rows x columns, the ``col_styles`` ws indices from the columns (ints are seed sources)."""
-        request = rq.grid_request(model, rows, cols, col_styles, noise, format, compose)
+        request = rq.grid_request(model, rows, cols, col_styles, noise, format, compose, transform)
         return self._unary(rq.STYLE_MIX_GRID, request, timeout)
 
     # ------------------------------------------------------------------------ w cache
@@ -316,6 +332,7 @@ class Client(ClientBase[grpc.Channel]):
         return_ws: bool = False,
         timeout: float | None = None,
         idle_timeout: float | None = None,
+        transform: Transform | None = None,
     ) -> Iterator[StreamResult]:
         """A seed range (step 1) or plans -> images as the server finishes them.
 
@@ -329,7 +346,7 @@ class Client(ClientBase[grpc.Channel]):
         :class:`DeadlineExceededError`. ``timeout`` (default None = none) bounds the whole stream.
         """
         request = rq.stream_request(
-            model, seeds, plans, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws
+            model, seeds, plans, class_index, psi, cutoff, noise, format, jpeg_quality, return_ws, transform
         )
         self._check_open()
         idle = rq.check_idle_timeout(self.timeout if idle_timeout is None else idle_timeout)

@@ -28,6 +28,7 @@ from ._types import (
     Noise,
     Plan,
     Source,
+    Transform,
     as_source,
     check_seed,
     check_uint,
@@ -150,7 +151,9 @@ def generate_request(
     format: str,
     jpeg_quality: int | None,
     return_ws: bool,
+    transform: Transform | Sequence[Transform] | None = None,
 ) -> pb.GenerateRequest:
+    """``transform``: one for every seed, or one per seed (ModelInfo.takes_transform); None = identity."""
     request = pb.GenerateRequest(
         model=model,
         seeds=seeds_list(seeds),
@@ -161,7 +164,20 @@ def generate_request(
         request.class_index = check_uint(class_index, "class_index")
     if (n := noise_proto(noise)) is not None:
         request.noise.CopyFrom(n)
+    request.transforms.extend(transform_protos(transform, len(request.seeds)))
     return request
+
+
+def transform_protos(transform: Transform | Sequence[Transform] | None, n: int) -> list[pb.InputTransform]:
+    """None -> [] (identity); one Transform -> [it]; a sequence -> one per image (``n`` of them)."""
+    if transform is None:
+        return []
+    if isinstance(transform, Transform):
+        return [transform.to_proto()]
+    moves = list(transform)
+    if len(moves) != n or not all(isinstance(t, Transform) for t in moves):
+        raise ValueError(f"transform must be a Transform or one Transform per image ({n}), got {len(moves)} values")
+    return [t.to_proto() for t in moves]
 
 
 def synthesize_request(
@@ -180,6 +196,7 @@ def grid_request(
     noise: Noise | None,
     format: str,
     compose: bool,
+    transform: Transform | None = None,
 ) -> pb.StyleMixGridRequest:
     request = pb.StyleMixGridRequest(
         model=model,
@@ -191,6 +208,8 @@ def grid_request(
     )
     if (n := noise_proto(noise)) is not None:
         request.noise.CopyFrom(n)
+    if transform is not None:
+        request.transform.CopyFrom(transform_protos(transform, 1)[0])
     return request
 
 
@@ -212,6 +231,7 @@ def stream_request(
     format: str,
     jpeg_quality: int | None,
     return_ws: bool,
+    transform: Transform | None = None,
 ) -> pb.StreamGenerateRequest:
     if (seeds is None) == (plans is None):
         raise ValueError("give exactly one of seeds or plans")
@@ -228,10 +248,12 @@ def stream_request(
             request.class_index = check_uint(class_index, "class_index")
         if (n := noise_proto(noise)) is not None:
             request.noise.CopyFrom(n)
+        if transform is not None:
+            request.transform.CopyFrom(transform_protos(transform, 1)[0])
     else:
         assert plans is not None
-        if any(v is not None for v in (class_index, psi, cutoff, noise)):
-            raise ValueError("class_index, psi, cutoff and noise apply to seed ranges; put them in the plans")
+        if any(v is not None for v in (class_index, psi, cutoff, noise, transform)):
+            raise ValueError("class_index, psi, cutoff, noise, transform apply to seed ranges; put them in the plans")
         request.plans.CopyFrom(pb.PlanList(plans=plans_list(plans)))
     return request
 

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 import numpy.typing as npt
 
+from styleserve.errors import InvalidArgument
 from styleserve.latent import SEED_MAX
+from styleserve.transform import check_move
 from styleserve.v1 import styleserve_pb2 as pb
 from styleserve.wire import tensor_from_proto, tensor_to_proto
 
@@ -112,6 +114,28 @@ def _frozen_array(value: npt.ArrayLike, ndim: int, what: str) -> F32:
 
 
 # ---------------------------------------------------------------------------- request types
+
+
+@dataclass(frozen=True)
+class Transform:
+    """gen_images.py's ``--translate X,Y --rotate DEG`` for one image, on models with ``ModelInfo.takes_transform``
+    (StyleGAN3); the default (all zero) is the identity, which every model accepts."""
+
+    translate_x: float = 0.0
+    translate_y: float = 0.0
+    rotate_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        try:
+            tx, ty, deg = check_move((self.translate_x, self.translate_y, self.rotate_deg))
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        object.__setattr__(self, "translate_x", tx)
+        object.__setattr__(self, "translate_y", ty)
+        object.__setattr__(self, "rotate_deg", deg)
+
+    def to_proto(self) -> pb.InputTransform:
+        return pb.InputTransform(translate_x=self.translate_x, translate_y=self.translate_y, rotate_deg=self.rotate_deg)
 
 
 @dataclass(frozen=True)
@@ -333,6 +357,7 @@ class Plan:
 
     styles: Sequence[Style]
     noise: Noise | None = None
+    transform: Transform | None = None  # Translation / rotation (ModelInfo.takes_transform); None = identity.
 
     def __post_init__(self) -> None:
         styles = tuple(self.styles)
@@ -344,11 +369,15 @@ class Plan:
         object.__setattr__(self, "styles", styles)
         if self.noise is not None and not isinstance(self.noise, Noise):
             raise ValueError(f"noise must be a Noise, got {type(self.noise).__name__}")
+        if self.transform is not None and not isinstance(self.transform, Transform):
+            raise ValueError(f"transform must be a Transform, got {type(self.transform).__name__}")
 
     def to_proto(self) -> pb.StylePlan:
         out = pb.StylePlan(styles=[s.to_proto() for s in self.styles])
         if self.noise is not None:
             out.noise.CopyFrom(self.noise.to_proto())
+        if self.transform is not None:
+            out.transform.CopyFrom(self.transform.to_proto())
         return out
 
 
@@ -546,6 +575,7 @@ class ModelInfo:
     engine: str = ""
     precision: str = ""
     directions: list[DirectionSet] = dataclasses.field(default_factory=list)  # Empty: the model has no edits.
+    takes_transform: bool = False  # Accepts Transform (translate / rotate): StyleGAN3.
 
     @classmethod
     def from_proto(cls, m: pb.ModelInfo) -> ModelInfo:
@@ -570,4 +600,5 @@ class ModelInfo:
                 DirectionSet(d.layer_range, [int(x) for x in d.layers], int(d.count), [float(x) for x in d.eigenvalues])
                 for d in m.directions
             ],
+            takes_transform=bool(m.takes_transform),
         )

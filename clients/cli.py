@@ -29,7 +29,7 @@ from ._args import add_connection_args, int_at_least, resolve_token
 from ._client import Client
 from ._errors import StyleServeRpcError
 from ._requests import REQUEST_CHUNK
-from ._types import Edit, GeneratedImage, ModelInfo, Noise, Plan, Source, Style, atomic_write
+from ._types import Edit, GeneratedImage, ModelInfo, Noise, Plan, Source, Style, Transform, atomic_write
 from ._walk import interpolate_path, interpolate_ws
 
 __all__ = ["load_w", "main", "parse_range"]
@@ -192,6 +192,49 @@ def _noise_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--noise-seed", type=int, default=None, metavar="N", help="seed for --noise-mode random")
 
 
+def _translate_arg(text: str) -> tuple[float, float]:
+    """gen_images.py's ``--translate X,Y`` (``parse_vec2``)."""
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            return float(parts[0]), float(parts[1])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected X,Y (two numbers), got {text!r}")
+
+
+def _transform_args(group: argparse._ArgumentGroup, walk: bool = False) -> None:
+    """gen_images.py's ``--translate X,Y --rotate DEG`` (models with a transform input: StyleGAN3)."""
+    group.add_argument("--translate", type=_translate_arg, default=(0.0, 0.0), metavar="X,Y",
+                       help="translate the image (StyleGAN3; gen_images.py's --translate, default 0,0)")  # fmt: skip
+    group.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
+                       help="rotate by DEG degrees (StyleGAN3; gen_images.py's --rotate, default 0)")  # fmt: skip
+    if walk:
+        group.add_argument("--pan-to", type=_translate_arg, default=None, metavar="X,Y",
+                           help="pan from --translate to X,Y over the walk (StyleGAN3)")  # fmt: skip
+        group.add_argument("--rotate-to", type=float, default=None, metavar="DEG",
+                           help="rotate from --rotate to DEG over the walk (StyleGAN3)")  # fmt: skip
+
+
+def _transform(args: argparse.Namespace) -> Transform | None:
+    """The --translate / --rotate of every image; None (no field sent) for the identity."""
+    (tx, ty), deg = args.translate, args.rotate
+    return None if (tx, ty, deg) == (0.0, 0.0, 0.0) else Transform(tx, ty, deg)
+
+
+def _walk_transforms(args: argparse.Namespace, n: int) -> list[Transform | None]:
+    """Per frame: --translate/--rotate moved linearly to --pan-to/--rotate-to (the last frame reaches them)."""
+    (tx0, ty0), deg0 = args.translate, args.rotate
+    (tx1, ty1) = args.pan_to if args.pan_to is not None else (tx0, ty0)
+    deg1 = args.rotate_to if args.rotate_to is not None else deg0
+    out: list[Transform | None] = []
+    for i in range(n):
+        t = i / (n - 1) if n > 1 else 0.0
+        move = (tx0 + t * (tx1 - tx0), ty0 + t * (ty1 - ty0), deg0 + t * (deg1 - deg0))
+        out.append(None if move == (0.0, 0.0, 0.0) else Transform(*move))
+    return out
+
+
 def _image_format(group: argparse._ArgumentGroup, jpeg_quality: bool = True) -> None:
     group.add_argument("--format", choices=["png", "jpeg"], default="png", help="image encoding (default png)")
     if jpeg_quality:
@@ -241,6 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", type=_range_arg, required=True, help="seeds, e.g. 0-7,12")
     _truncation(g)
     _noise_args(g)
+    _transform_args(g)
     o = gen.add_argument_group("output")
     _image_format(o)
     o.add_argument(
@@ -327,6 +371,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--styles", type=_range_arg, default=None, help="ws indices from the columns (default 0-6)")
     _truncation(g)
     _noise_args(g)
+    _transform_args(g)
     o = grid.add_argument_group("output")
     _image_format(o, jpeg_quality=False)
     o.add_argument(
@@ -365,6 +410,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--loop", action="store_true", help="walk back to the first seed (a seamless loop)")
     _truncation(g)
     _noise_args(g)
+    _transform_args(g, walk=True)
     _edit_args(walk.add_argument_group("semantic walk (--direction)"), walk=True)
     o = walk.add_argument_group("output")
     o.add_argument("--out", default="walk.gif", metavar="FILE.gif|FILE.webp|DIR", help="output (default %(default)s)")
@@ -469,6 +515,10 @@ def _model_row(m: ModelInfo) -> dict[str, Any]:
         "noise_layers": [{"layer": x.layer, "resolution": x.resolution} for x in m.noise_layers],
         "noise_modes": m.noise_modes,
         "execution_provider": m.execution_provider,
+        "directions": [
+            {"range": d.layer_range, "layers": d.layers, "count": d.count, "eigenvalues": d.eigenvalues}
+            for d in m.directions
+        ],
     }
 
 
@@ -679,7 +729,7 @@ def _cmd_generate(client: Client, args: argparse.Namespace) -> int:
         chunk = seeds[i : i + GENERATE_CHUNK]
         images = client.generate(
             args.model, chunk, class_index=args.class_index, psi=args.psi, cutoff=args.cutoff, noise=noise,
-            format=args.format, jpeg_quality=args.jpeg_quality,
+            format=args.format, jpeg_quality=args.jpeg_quality, transform=_transform(args),
         )  # fmt: skip
         if len(images) != len(chunk):
             raise ValueError(f"the server returned {len(images)} images for {len(chunk)} seeds")
@@ -736,7 +786,8 @@ def _cmd_grid(client: Client, args: argparse.Namespace) -> int:
     rows = [Source.from_seed(s, args.class_index, args.psi, args.cutoff) for s in args.rows]
     cols = [Source.from_seed(s, args.class_index, args.psi, args.cutoff) for s in args.cols]
     result = client.style_mix_grid(
-        args.model, rows, cols, col_styles=styles, noise=_noise(args), format=args.format, compose=True
+        args.model, rows, cols, col_styles=styles, noise=_noise(args), format=args.format, compose=True,
+        transform=_transform(args),
     )
     if result.grid is None:
         raise ValueError("the server returned no composed grid")
@@ -752,7 +803,7 @@ def _cmd_grid(client: Client, args: argparse.Namespace) -> int:
         sources = list(dict.fromkeys([*args.rows, *args.cols]))
         images = client.generate(
             args.model, sources, class_index=args.class_index, psi=args.psi, cutoff=args.cutoff, noise=_noise(args),
-            format=args.format,
+            format=args.format, transform=_transform(args),
         )  # fmt: skip
         for seed, img in zip(sources, images, strict=True):
             print(img.save(outdir / f"{seed}-{seed}{img.suffix}"), flush=True)
@@ -853,6 +904,7 @@ def _cmd_walk(client: Client, args: argparse.Namespace) -> int:
     else:
         frames = interpolate_ws(ws, args.frames_per_seed or 16, loop=args.loop)
     noise = _noise(args)
+    moves = _walk_transforms(args, len(frames))
     fmt = "png" if animated else args.format
     if not animated:
         out.mkdir(parents=True, exist_ok=True)
@@ -861,7 +913,8 @@ def _cmd_walk(client: Client, args: argparse.Namespace) -> int:
     for i in range(0, len(frames), GENERATE_CHUNK):
         frame_chunk = frames[i : i + GENERATE_CHUNK]
         plans = [
-            Plan([Style(Source.from_w(w) if w.ndim == 1 else Source.from_w_plus(w))], noise=noise) for w in frame_chunk
+            Plan([Style(Source.from_w(w) if w.ndim == 1 else Source.from_w_plus(w))], noise=noise, transform=move)
+            for w, move in zip(frame_chunk, moves[i : i + GENERATE_CHUNK], strict=True)
         ]
         got = client.synthesize(args.model, plans, format=fmt)
         if len(got) != len(plans):

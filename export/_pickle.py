@@ -117,6 +117,10 @@ MAX_INDEX = 2**48
 """Largest tensor/array dimension, stride, offset or storage size accepted (elements)."""
 MAX_KEY_INT_BITS = 64
 MAX_KEY_TUPLE_LEN = 16
+MAX_COMPOSITE_KEYS = 4096
+"""Dict keys / set elements per load that are tuples, frozensets or complex numbers. Their hashes are not
+randomised and can be made to collide (N keys of one hash cost N**2 / 2 comparisons in a dict: 30 000
+colliding 2-tuples took 70 s in a 0.5 MB pickle), so a load may hash at most this many (~1 s worst case)."""
 MAX_WALK_NODES = 100_000
 """Walks of untrusted data (JSON conversion of init kwargs, ...) visit at most this many nodes..."""
 MAX_WALK_DEPTH = 32
@@ -140,6 +144,7 @@ class LoadBudget:
         self.limit = factor * self.file_size + fixed
         self.used = 0
         self.nested = 0
+        self.composite_keys = 0  # Tuples, frozensets and complex numbers used as keys (MAX_COMPOSITE_KEYS).
 
     def charge(self, nbytes: int, what: str) -> None:
         if nbytes < 0:
@@ -273,13 +278,23 @@ _OBJECT_HASH: Any = object.__hash__
 
 def check_key(k: Any) -> None:
     """Refuse dict keys / set elements whose hashing or comparison could cost more than their size."""
-    if k is None or isinstance(k, (str, bytes, bool, float, complex, frozenset)):
+    if k is None or isinstance(k, (str, bytes, bool, float)):
+        return
+    if isinstance(k, (tuple, frozenset, complex, np.complexfloating)):
+        budget = _budget()
+        budget.composite_keys += 1
+        if budget.composite_keys > MAX_COMPOSITE_KEYS:
+            raise CheckpointError(
+                f"malformed pickle: more than {MAX_COMPOSITE_KEYS} dict keys or set elements are tuples, "
+                "frozensets or complex numbers (their hashes can be made to collide)"
+            )
+    if isinstance(k, complex):
         return
     if isinstance(k, int):
         if k.bit_length() > MAX_KEY_INT_BITS:
             raise CheckpointError(f"malformed pickle: dict key or set element {describe(k)} is too large")
         return
-    if isinstance(k, tuple):
+    if isinstance(k, (tuple, frozenset)):  # Flat ones only: comparing colliding keys costs at most their length.
         if len(k) > MAX_KEY_TUPLE_LEN or not all(
             e is None or isinstance(e, (str, bytes, bool, float)) or (isinstance(e, int) and e.bit_length() <= 64)
             for e in k

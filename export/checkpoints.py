@@ -5,7 +5,9 @@ Nothing here executes code from a checkpoint: pickles (including the ``data.pkl`
 builds data from an allow-list and refuses everything else with
 :class:`~styleserve.errors.UnsafePickleError`. ``torch.load`` is never called.
 
-Formats (``Checkpoint.format``) and how :func:`load_checkpoint` recognises them by content:
+Each format is one :class:`~styleserve.export.readers.Reader` (detect, then read into a config plus a
+state dict) in the registry :data:`READERS` at the end of this module, tried in that order; ``--kind``
+lists :data:`FORMATS`. Formats (``Checkpoint.format``) and how :func:`load_checkpoint` recognises them:
 
 ``"stylegan2-ada-pkl"`` / ``"stylegan3-pkl"``
     A plain pickle (first byte ``0x80``) as ``training_loop.py`` writes it: a dict with ``G``,
@@ -25,6 +27,11 @@ Formats (``Checkpoint.format``) and how :func:`load_checkpoint` recognises them 
     ``G_ema`` but with ``G`` falls back to ``G``** (the raw training weights, usually worse than the
     EMA ones) and says so in ``Checkpoint.notes``. A missing ``mapping.w_avg`` (``w_avg_beta=None``)
     is estimated as described below.
+``"stylegan2-tf-pkl"``
+    TensorFlow StyleGAN2 pickles of NVlabs/stylegan2 (``Gs`` built by ``G_main`` with ``G_mapping`` and
+    ``G_synthesis_stylegan2``; skip, resnet and orig; conditional ones with their ``LabelConcat``
+    mapping), read as data into a StyleGAN2 :class:`GeneratorConfig`. See
+    :mod:`styleserve.export.checkpoints_tf2`.
 ``"stylegan-tf-pkl"``
     TensorFlow StyleGAN (v1) pickles ``(G, D, Gs)`` of ``dnnlib.tflib.network.Network`` objects,
     read as data (their ``build_module_src`` is never executed); ``Gs`` becomes a
@@ -89,31 +96,30 @@ from styleserve.export._pickle import (
     restricted_load,
 )
 from styleserve.export.checkpoints_sg3 import from_official_sg3, looks_sg3
-from styleserve.export.checkpoints_v1 import from_rosinality_v1, from_tf_pickle, looks_rosinality_v1, looks_tf
+from styleserve.export.checkpoints_tf2 import READER as TF2_READER
+from styleserve.export.checkpoints_v1 import ROSINALITY_V1_READER, TF_READER
 from styleserve.export.networks import (
     ACTIVATIONS,
-    W_AVG_SAMPLES,
-    W_AVG_SEED,
     Generator,
     GeneratorConfig,
     MappingConfig,
-    MappingNetwork,
     SynthesisConfig,
     check_parameter_count,
     check_state_dict,
     expected_shapes,
-    load_mapping,
-    mean_w,
     setup_filter,
 )
 from styleserve.export.networks_sg3 import GeneratorConfigSG3, GeneratorSG3, load_generator_sg3
 from styleserve.export.networks_v1 import GeneratorConfigV1, GeneratorV1, load_generator_v1
+from styleserve.export.readers import CONTAINERS, Read, Reader, estimate_w_avg
+from styleserve.export.readers import finish_stylegan2 as _finish
 from torch import Tensor
 
 from styleserve.errors import CheckpointError, UnsupportedArchitecture
 
 __all__ = [
     "FORMATS",
+    "READERS",
     "Checkpoint",
     "check_state_dict",
     "estimate_w_avg",
@@ -122,8 +128,6 @@ __all__ = [
     "rosinality_to_official",
     "save_native",
 ]
-
-FORMATS = ("stylegan2-ada-pkl", "stylegan3-pkl", "stylegan-tf-pkl", "rosinality-pt", "rosinality-v1-pt", "styleserve")
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,40 +189,22 @@ def _load_file(p: Path, kind: str | None, resolution: int | None) -> Checkpoint:
     obj = _read_container(p, container)
     sha = _sha256(p)
 
-    requested = kind
     if kind is None:
-        if container in ("zip", "legacy") and looks_rosinality_v1(obj):
-            kind = "rosinality-v1-pt"
-        elif container in ("zip", "legacy") and _looks_rosinality(obj):
-            kind = "rosinality-pt"
-        elif container == "pickle" and looks_tf(obj):
-            kind = "stylegan-tf-pkl"
-        elif isinstance(obj, PersistentObject) or (
-            isinstance(obj, Mapping) and any(isinstance(obj.get(k), PersistentObject) for k in ("G_ema", "G"))
-        ):
-            kind = "stylegan2-ada-pkl"  # Or stylegan3-pkl: decided from the content.
-        else:
+        reader = next((r for r in READERS if container in r.containers and r.detect(obj)), None)
+        if reader is None:
             raise CheckpointError(f"unrecognised checkpoint {p.name}: {_describe_top(obj)}")
-
-    if resolution is not None and kind != "rosinality-v1-pt":
-        raise ValueError(f"resolution applies to rosinality-v1-pt checkpoints only, not {kind}")
-    if kind == "rosinality-v1-pt":
-        if container == "pickle":
-            raise CheckpointError(f"{p.name} is a plain pickle, not a torch.save file as rosinality writes")
-        cfg2, state2, notes2, kwargs2 = from_rosinality_v1(obj, resolution=resolution)
-        return Checkpoint(cfg2, state2, "rosinality-v1-pt", "rosinality.StyledGenerator", sha, tuple(notes2), kwargs2)
-    if kind == "stylegan-tf-pkl":
-        if not looks_tf(obj):
-            raise CheckpointError(f"{p.name} is not a TensorFlow StyleGAN pickle: {_describe_top(obj)}")
-        cfg1, state1, source_class1, notes1, kwargs1 = from_tf_pickle(obj)
-        return Checkpoint(cfg1, state1, "stylegan-tf-pkl", source_class1, sha, tuple(notes1), kwargs1)
-    if kind == "rosinality-pt":
-        if container == "pickle":
-            raise CheckpointError(f"{p.name} is a plain pickle, not a torch.save file as rosinality writes")
-        cfg, state, notes, init_kwargs = _from_rosinality(obj)
-        return Checkpoint(cfg, state, "rosinality-pt", "rosinality.Generator", sha, tuple(notes), init_kwargs)
-    cfg, state, fmt, source_class, notes, init_kwargs = _from_official(obj)
-    return Checkpoint(cfg, state, requested or fmt, source_class, sha, tuple(notes), init_kwargs)
+    else:
+        reader = next(r for r in READERS if r.name == kind)
+    if resolution is not None and not reader.takes_resolution:
+        takers = ", ".join(r.name for r in READERS if r.takes_resolution)
+        raise ValueError(f"resolution applies to {takers} checkpoints only, not {reader.name}")
+    if container not in reader.containers:
+        raise CheckpointError(f"{p.name} is a {CONTAINERS[container]}, not {reader.container_text}")
+    if kind is not None and reader.accepts is not None and not reader.accepts(obj):
+        raise CheckpointError(f"{p.name} is not {reader.what}: {_describe_top(obj)}")
+    r = reader.read(obj, resolution)
+    fmt = kind or r.format or reader.name
+    return Checkpoint(r.config, r.state_dict, fmt, r.source_class, sha, tuple(r.notes), r.init_kwargs)
 
 
 def load_generator_from(
@@ -247,17 +233,6 @@ def save_native(G: Generator, out_dir: str | os.PathLike[str]) -> Path:
     os.replace(tmp, out / "weights.safetensors")
     (out / "config.json").write_text(json.dumps(cfg_dict, indent=2) + "\n")
     return out
-
-
-def estimate_w_avg(
-    cfg: GeneratorConfig, state: Mapping[str, Tensor], num_samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED
-) -> Tensor:
-    """Mean mapping output over ``RandomState(seed).randn(num_samples, z_dim)``. ``# [w_dim]``
-
-    Conditional models use class ``i % c_dim`` for sample ``i``. ``state`` needs the ``mapping.*``
-    weights (``mapping.w_avg`` is ignored).
-    """
-    return mean_w(load_mapping(MappingNetwork(cfg.mapping), state, cfg.w_dim), cfg.z_dim, cfg.c_dim, num_samples, seed)
 
 
 # ----------------------------------------------------------------------------
@@ -366,35 +341,6 @@ def _taps_from_filter(f: Tensor, where: str) -> tuple[float, ...]:
     if not torch.allclose(setup_filter(taps).to(torch.float64), full / full.sum(), atol=1e-6):
         raise UnsupportedArchitecture(f"unsupported architecture: non-separable resample filter at {where}")
     return taps
-
-
-def _finish(cfg: GeneratorConfig, state: dict[str, Tensor], source: str, notes: list[str]) -> dict[str, Tensor]:
-    """Check keys and shapes, convert to float32, fill a missing ``mapping.w_avg``.
-
-    Shapes are checked before any tensor is materialised, so a forged view cannot allocate more
-    than the config's parameters.
-    """
-    check_parameter_count(expected_shapes(cfg), source)
-    estimate = "mapping.w_avg" not in state
-    probe = dict(state)
-    if estimate:
-        probe["mapping.w_avg"] = torch.zeros([cfg.w_dim])
-    check_state_dict(cfg, probe, source)
-    out = {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
-    for key, t in out.items():  # Before the estimate below runs the mapping on them.
-        if not torch.isfinite(t).all():
-            raise CheckpointError(f"{source}: {key!r} holds NaN or Inf")
-    if estimate:
-        out["mapping.w_avg"] = estimate_w_avg(cfg, out)
-        cond = f", class i % {cfg.c_dim} for sample i" if cfg.c_dim > 0 else ""
-        notes.append(
-            f"w_avg estimated from {W_AVG_SAMPLES} mapping samples (numpy seed {W_AVG_SEED}: "
-            f"RandomState({W_AVG_SEED}).randn({W_AVG_SAMPLES}, {cfg.z_dim}){cond})"
-        )
-    for key, t in out.items():
-        if not torch.isfinite(t).all():
-            raise CheckpointError(f"{source}: {key!r} holds NaN or Inf")
-    return {k: out[k] for k in expected_shapes(cfg)}  # The official state-dict order.
 
 
 # ----------------------------------------------------------------------------
@@ -1043,3 +989,54 @@ def _load_native(p: Path) -> Checkpoint:
     notes: list[str] = []
     state = _finish(cfg, state, weights.name, notes)
     return Checkpoint(cfg, state, "styleserve", "styleserve.Generator", _sha256(weights), tuple(notes), {})
+
+
+# ----------------------------------------------------------------------------
+# The registry: one Reader per checkpoint format (see styleserve.export.readers), in detection order. A new
+# format is a new Reader here; --kind lists FORMATS.
+
+
+def _looks_official(obj: Any) -> bool:
+    return isinstance(obj, PersistentObject) or (
+        isinstance(obj, Mapping) and any(isinstance(obj.get(k), PersistentObject) for k in ("G_ema", "G"))
+    )
+
+
+def _read_official(obj: Any, resolution: int | None) -> Read:
+    cfg, state, fmt, source_class, notes, init_kwargs = _from_official(obj)
+    return Read(cfg, state, source_class, notes, init_kwargs, format=fmt)  # stylegan2-ada-pkl or stylegan3-pkl.
+
+
+def _read_rosinality(obj: Any, resolution: int | None) -> Read:
+    cfg, state, notes, init_kwargs = _from_rosinality(obj)
+    return Read(cfg, state, "rosinality.Generator", notes, init_kwargs)
+
+
+READERS: tuple[Reader, ...] = (
+    ROSINALITY_V1_READER,  # checkpoints_v1
+    Reader(
+        name="rosinality-pt",
+        summary="rosinality stylegan2-pytorch .pt (g_ema)",
+        detect=_looks_rosinality,
+        read=_read_rosinality,
+        containers=("zip", "legacy"),
+        container_text="a torch.save file as rosinality writes",
+    ),
+    TF2_READER,  # checkpoints_tf2
+    TF_READER,  # checkpoints_v1
+    Reader(
+        name="stylegan2-ada-pkl",
+        summary="official NVlabs stylegan2-ada-pytorch / stylegan3 .pkl (G_ema; StyleGAN2 or StyleGAN3 by content)",
+        detect=_looks_official,
+        read=_read_official,
+    ),
+    Reader(
+        name="stylegan3-pkl",
+        summary="official NVlabs stylegan3 .pkl (read as stylegan2-ada-pkl; recorded under this name)",
+        detect=_looks_official,
+        read=_read_official,
+    ),
+)
+NATIVE_SUMMARY = "the styleserve format: a directory with config.json + weights.safetensors (or the file)"
+FORMATS: tuple[str, ...] = (*(r.name for r in READERS), "styleserve")
+FORMAT_SUMMARIES: dict[str, str] = {**{r.name: r.summary for r in READERS}, "styleserve": NATIVE_SUMMARY}

@@ -44,6 +44,7 @@ from .networks_v1 import (
     tf_layer_names,
     tf_to_state,
 )
+from .readers import Read, Reader
 
 _RES_RE = re.compile(r"^(\d+)x\1/Conv1/weight$")
 _TORGB_RE = re.compile(r"^ToRGB_lod\d+/(weight|bias)$")
@@ -149,8 +150,8 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
     gs = _pick_gs(obj, notes)
     if gs.build_func_name == "G_main":
         raise UnsupportedArchitecture(
-            "unsupported architecture: TensorFlow StyleGAN2 pickles (G_main) are not supported; convert them "
-            "with stylegan2-ada-pytorch's legacy.py"
+            "unsupported architecture: a TensorFlow StyleGAN2 pickle (G_main), not StyleGAN (v1); read it as "
+            "kind stylegan2-tf-pkl"
         )
     if gs.build_func_name != "G_style":
         raise UnsupportedArchitecture(f"unsupported architecture: TF network built by {gs.build_func_name!r}")
@@ -541,3 +542,33 @@ def estimate_mean_style_rosinality(cfg: GeneratorConfigV1, state: Mapping[str, T
             z = torch.randn(ROSINALITY_MEAN_BATCH, cfg.z_dim, generator=gen)
             total += mapping(z).mean(dim=0).to(torch.float64)
     return (total / ROSINALITY_MEAN_BATCHES).to(torch.float32)
+
+
+def _read_tf(obj: Any, resolution: int | None) -> Read:
+    cfg, state, source_class, notes, kwargs = from_tf_pickle(obj)
+    return Read(cfg, state, source_class, notes, kwargs)
+
+
+def _read_rosinality_v1(obj: Any, resolution: int | None) -> Read:
+    cfg, state, notes, kwargs = from_rosinality_v1(obj, resolution=resolution)
+    return Read(cfg, state, "rosinality.StyledGenerator", notes, kwargs)
+
+
+TF_READER = Reader(
+    name="stylegan-tf-pkl",
+    summary="TensorFlow StyleGAN (v1) .pkl (NVlabs/stylegan, (G, D, Gs) built by G_style)",
+    detect=looks_tf,
+    read=_read_tf,
+    containers=("pickle",),
+    accepts=looks_tf,
+    what="a TensorFlow StyleGAN pickle",
+)
+ROSINALITY_V1_READER = Reader(
+    name="rosinality-v1-pt",
+    summary="rosinality style-based-gan-pytorch (StyleGAN v1) .model/.pt (g_running); --resolution applies",
+    detect=looks_rosinality_v1,
+    read=_read_rosinality_v1,
+    containers=("zip", "legacy"),
+    container_text="a torch.save file as rosinality writes",
+    takes_resolution=True,
+)

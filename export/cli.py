@@ -15,7 +15,7 @@ from pathlib import Path
 
 from styleserve.errors import StyleServeError
 
-from .checkpoints import FORMATS
+from .checkpoints import FORMAT_SUMMARIES, FORMATS
 
 MAX_MESSAGE_CHARS = 500
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Export a StyleGAN checkpoint to a styleserve model directory (mapping.onnx, synthesis.onnx, "
             "model.json, noise_const.npz). Checkpoints are read without executing any pickled code: official "
-            "stylegan2-ada-pytorch / stylegan3 .pkl, TensorFlow StyleGAN (v1) .pkl, "
+            "stylegan2-ada-pytorch / stylegan3 .pkl, TensorFlow StyleGAN2 and StyleGAN (v1) .pkl, "
             "rosinality stylegan2-pytorch .pt, rosinality style-based-gan-pytorch (v1) .model/.pt, or the styleserve "
             "format (config.json + weights.safetensors). The export checks itself against PyTorch and writes "
             "nothing if it fails."
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         choices=["auto", *FORMATS],
         default="auto",
-        help="checkpoint format (default: detect from the content)",
+        help="checkpoint format (default: detect from the content): "
+        + "; ".join(f"{name} = {FORMAT_SUMMARIES[name]}" for name in FORMATS),
     )
     p.add_argument(
         "--resolution",

@@ -83,7 +83,7 @@ def realism(G: Generator, n: int = 256, seed: int = 1) -> dict[str, float]:
     return {"recon_l1": round(recon, 4), "classifier_acc": round(acc, 3)}
 
 
-def classifier_accuracy(fake: Tensor, real: Tensor, seed: int = 0, steps: int = 300) -> float:
+def classifier_accuracy(fake: Tensor, real: Tensor, seed: int = 0, steps: int = 150) -> float:
     """Held-out accuracy of logistic regression (16x16 pooled pixels, standardised) separating two sets."""
     x = torch.cat([F.avg_pool2d(fake, 4), F.avg_pool2d(real, 4)]).flatten(1)
     y = torch.cat([torch.ones(fake.shape[0]), torch.zeros(real.shape[0])])
@@ -94,7 +94,7 @@ def classifier_accuracy(fake: Tensor, real: Tensor, seed: int = 0, steps: int = 
     x = (x - mu) / sd
     w = torch.zeros(x.shape[1], requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=0.05)
+    opt = torch.optim.Adam([w, b], lr=0.1)
     for _ in range(steps):
         opt.zero_grad()
         loss = F.binary_cross_entropy_with_logits(x[:half] @ w + b, y[:half]) + 1e-3 * w.square().sum()

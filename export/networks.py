@@ -121,6 +121,9 @@ class MappingConfig:
     layer_features: int = 0  # Hidden width of the mapping layers (0 = w_dim).
     activation: str = "lrelu"
     lr_multiplier: float = 0.01
+    # TF StyleGAN2 (NVlabs/stylegan2 G_mapping): z concatenated with ``c @ embed`` (``LabelConcat/weight``; no
+    # bias, width z_dim) and normalised *jointly*, instead of stylegan2-ada's separately normalised embedding.
+    label_concat: bool = False
 
     def __post_init__(self) -> None:
         check_int("z_dim", self.z_dim, 0, MAX_LATENT_DIM)
@@ -138,9 +141,14 @@ class MappingConfig:
             raise ValueError(f"unknown activation {self.activation!r}")
         if self.num_layers < 1 or self.w_dim < 1 or self.num_ws < 1:
             raise ValueError("num_layers, w_dim and num_ws must be positive")
+        check_bool("label_concat", self.label_concat)
+        if self.label_concat and (self.c_dim == 0 or self.z_dim == 0 or self.embed_features not in (0, self.z_dim)):
+            raise ValueError("label_concat needs c_dim > 0, z_dim > 0 and embed_features 0 or z_dim")
 
     @property
     def embed_dim(self) -> int:
+        if self.label_concat:
+            return self.z_dim
         return (self.embed_features or self.w_dim) if self.c_dim > 0 else 0
 
     @property
@@ -575,7 +583,7 @@ class MappingNetwork(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.c_dim > 0:
-            self.embed = FullyConnectedLayer(cfg.c_dim, cfg.embed_dim)
+            self.embed = FullyConnectedLayer(cfg.c_dim, cfg.embed_dim, bias=not cfg.label_concat)
         feats = cfg.features
         for idx in range(cfg.num_layers):
             layer = FullyConnectedLayer(
@@ -585,6 +593,12 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
     def forward(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        if self.cfg.label_concat:  # TF StyleGAN2: [z, c @ embed] normalised jointly.
+            assert c is not None, "conditional mapping needs c"
+            h = normalize_2nd_moment(torch.cat([z.to(torch.float32), self.embed(c.to(torch.float32))], dim=1))
+            for idx in range(self.cfg.num_layers):
+                h = getattr(self, f"fc{idx}")(h)
+            return h  # [N, w_dim]
         x = normalize_2nd_moment(z.to(torch.float32)) if self.cfg.z_dim > 0 else None  # [N, z_dim]
         if self.cfg.c_dim > 0:
             assert c is not None, "conditional mapping needs c"

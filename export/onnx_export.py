@@ -527,6 +527,7 @@ def export_model_sg3(
             synthesis_fp16=GraphFile("synthesis_fp16.onnx", s_inputs, graph_out) if fp16 else None,
             ws_layers=ws_slots_sg3(syn),
             noise_inputs=[],
+            noise_modes=["const"],  # No noise inputs: the default control only (the server refuses others).
             truncation={"psi": 1.0, "cutoff": None},  # gen_images.py's defaults.
             source=dict(source or {}),
             versions={

@@ -182,17 +182,22 @@ def border_mask(r: int = RESOLUTION, width: int = 2) -> Tensor:
 def estimate(img: Tensor, threshold: float = 0.25) -> dict[str, Tensor]:
     """The world's factor estimates from images ``[N, 3, H, W]`` in ``[-1, 1]`` (rendered or generated).
 
-    Background colour = the median of the border; head = pixels farther than ``threshold`` (max over
-    channels) from it. Returns ``{name: [N]}``: coarse ``cen_x``, ``cen_y`` (head centroid, [-1, 1]
-    frame), ``orient_c``, ``orient_s`` (the head's second-moment orientation as ``cos``/``sin`` of twice
-    the angle, scaled by eccentricity), ``size`` (sqrt of the head's area fraction); colour ``bg_r``,
-    ``bg_g``, ``bg_b`` and ``head_r``, ``head_g``, ``head_b`` (mean head colour), in [-1, 1].
+    Background colour = the median of the border; head = pixels whose distance from it (max over channels)
+    exceeds half its 95th percentile and at least ``threshold``. Returns ``{name: [N]}``: coarse
+    ``cen_x``, ``cen_y`` (head centroid, [-1, 1] frame), ``orient_c``, ``orient_s`` (the head's
+    second-moment orientation as ``cos``/``sin`` of twice the angle, scaled by eccentricity), ``size``
+    (sqrt of the head's area fraction); colour ``bg_r``, ``bg_g``, ``bg_b`` and ``head_r``, ``head_g``,
+    ``head_b`` (mean head colour), in [-1, 1].
     """
     img = img.to(torch.float32)
     n, _, h, _ = img.shape
     bmask = border_mask(h)
     bg = img[:, :, bmask].median(dim=2).values  # [N, 3]
-    fg = ((img - bg[:, :, None, None]).abs().amax(1) > threshold).to(torch.float32)  # [N, H, W]
+    diff = (img - bg[:, :, None, None]).abs().amax(1)  # [N, H, W]
+    # Half-maximum contour (not below ``threshold``, which the grain stays under): the head's outline does
+    # not depend on its contrast with the background, also where edges are soft.
+    level = torch.clamp(0.5 * torch.quantile(diff.flatten(1), 0.95, dim=1), min=threshold)
+    fg = (diff > level.view(n, 1, 1)).to(torch.float32)
     coords = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1
     gy, gx = torch.meshgrid(coords, coords, indexing="ij")
     area = fg.sum((1, 2)).clamp(min=1.0)

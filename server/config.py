@@ -33,6 +33,8 @@ class ServerConfig:
     engine: str = "onnxruntime"  # onnxruntime | openvino (synthesis on OpenVINO, CPU; server/engine_openvino.py)
     precision: str = "fp32"  # fp32 | bf16 (--engine openvino on CPUs with AVX-512 BF16/AMX)
     verify_files: bool = True  # Check every opened file against model.json's source.files_sha256 at start.
+    cpu_mem_arena: bool = False  # onnxruntime's CPU memory arena + memory pattern (off: RSS follows the runs).
+    max_run_pixels: int = 4 * 1024 * 1024  # Rows x H x W per synthesis run; larger batches run in pieces.
     # batching and limits
     max_batch_size: int = 16  # Rows per onnxruntime run.
     max_queue_delay_ms: float = 2.0  # How long a queued request waits for other in-flight requests to join.
@@ -71,6 +73,7 @@ class ServerConfig:
         need(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
         need(0 <= self.port <= 65535, f"port out of range: {self.port}")
         need(self.max_batch_size >= 1, "max_batch_size must be >= 1")
+        need(self.max_run_pixels >= 1, "max_run_pixels must be >= 1")
         need(self.max_queue_delay_ms >= 0, "max_queue_delay_ms must be >= 0")
         need(self.max_queue_images >= self.max_batch_size, "max_queue_images must be >= max_batch_size")
         need(self.max_images_per_request >= 1, "max_images_per_request must be >= 1")
@@ -137,8 +140,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "engine": "synthesis engine: onnxruntime, or openvino (CPU, static batch buckets, verified against "
         "onnxruntime at start; needs the openvino extra)",
         "precision": "fp32, or bf16 with --engine openvino on CPUs with AVX-512 BF16/AMX "
-        "(verified at start within 0.25)",
+        "(verified at start within 0.4)",
         "verify_files": "check each model file against model.json's files_sha256 at start (false skips it)",
+        "cpu_mem_arena": "onnxruntime's CPU memory arena and memory pattern; off, each run's buffers go back to the "
+        "system after it; on, RSS stays at the largest run's peak (docs/BENCHMARKS.md, Memory)",
+        "max_run_pixels": "most image pixels (rows x height x width) per synthesis run; a batch beyond it runs in "
+        "pieces, which bounds a run's memory (the default: 4 rows of 1024 px, 64 of 256 px)",
         "max_batch_size": "rows per onnxruntime run (dynamic batching)",
         "max_queue_delay_ms": "how long a queued request waits for other in-flight requests to join its run "
         "(a lone request never waits)",

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from styleserve import __version__
 from styleserve.errors import InvalidArgument, NotFound
@@ -42,11 +42,12 @@ from styleserve.latent import check_psi
 from styleserve.v1 import styleserve_pb2 as spb
 
 from . import convert
+from .bodies import SMALL_METHOD_BYTES, BodyParser
 from .convert import Latent, Source, Truncation
 from .engine import Engine, ServedModel
 from .metrics import NO_MODEL
 from .runtime import IMAGE_FLOAT, IMAGE_UINT8, NoiseSpec
-from .service import INLINE_PARSE_BYTES, _deadline, malformed_log
+from .service import _deadline
 from .status import quote, status_for
 
 Req = TypeVar("Req")
@@ -56,6 +57,8 @@ Array = npt.NDArray[Any]
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 REQUEST_TYPES: dict[str, type[Message]] = {m.name: getattr(pb, m.input_type.name) for m in SERVICE.methods}
+OIP_BODY_LIMITS = {m.name: SMALL_METHOD_BYTES for m in SERVICE.methods if m.name != "ModelInfer"}
+"""Every OIP method but ModelInfer (which carries tensors) takes a small body."""
 RESPONSE_TYPES: dict[str, type[Message]] = {m.name: getattr(pb, m.output_type.name) for m in SERVICE.methods}
 
 SERVER_NAME = "styleserve"
@@ -292,7 +295,12 @@ def _rpc(
 
         @wraps(fn)
         async def wrapper(self: OipServicer, body: Any, context: Context) -> Resp:
-            request = await self._parse(method, body)
+            async with self.bodies.parsed(method, REQUEST_TYPES[method], body) as box:
+                del body
+                return await handle(self, box[0], context)
+            raise AssertionError("unreachable: errors abort the call")
+
+        async def handle(self: OipServicer, request: Any, context: Context) -> Resp:
             m = self.engine.metrics
             t0 = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -300,7 +308,10 @@ def _rpc(
             model = self.models().get(name) if isinstance(name, str) else None
             label = model.sm.name if model is not None else NO_MODEL
             m.inflight.inc()
+            details = ""
             try:
+                if isinstance(request, Exception):
+                    raise request
                 if request is None:
                     raise InvalidArgument(
                         "request", f"the body does not parse as {SERVICE.full_name}.{method}'s request"
@@ -311,8 +322,7 @@ def _rpc(
                     return await fn(self, request, context)
             except Exception as exc:
                 code, details = status_for(exc, method)
-                await context.abort(code, details)  # Raises.
-                raise AssertionError("unreachable: abort raises") from exc
+                exc.__traceback__ = None  # Holds this frame, and so the request: see service._handling.
             except BaseException:  # Cancelled: by the deadline when it has passed, else by the caller.
                 left = context.time_remaining()
                 code = (
@@ -323,6 +333,9 @@ def _rpc(
                 m.inflight.dec()
                 m.requests.labels(label, method, code.name).inc()
                 m.request_seconds.labels(label, method).observe(time.perf_counter() - t0)
+            request = None  # The body is released after the abort; this frame must not keep it.
+            await context.abort(code, details)  # Raises.
+            raise AssertionError("unreachable: abort raises")
 
         return wrapper
 
@@ -333,6 +346,7 @@ class OipServicer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.limit = engine.config.max_images_per_request
+        self.bodies = BodyParser(engine.offload, engine.config.max_message_bytes, OIP_BODY_LIMITS)
         self._models: dict[str, OipModel] = {}
 
     def models(self) -> dict[str, OipModel]:
@@ -340,18 +354,6 @@ class OipServicer:
         if not self._models and self.engine.models:
             self._models = {om.name: om for sm in self.engine.models.values() for om in oip_models(sm)}
         return self._models
-
-    async def _parse(self, method: str, body: Any) -> Any:
-        if not isinstance(body, bytes):
-            return body
-        cls = REQUEST_TYPES[method]
-        try:
-            if len(body) <= INLINE_PARSE_BYTES:
-                return cls.FromString(body)
-            return await self.engine.offload(cls.FromString, body)
-        except DecodeError as exc:
-            malformed_log.warning("%s: a %d-byte body does not parse (%s)", method, len(body), exc)
-            return None
 
     def model(self, name: str, version: str, field: str = "model_name") -> OipModel:
         if not name:

@@ -57,6 +57,8 @@ def load_repository(config: ServerConfig) -> dict[str, ModelRuntime]:
             intra_op_threads=config.intra_op_threads or None,
             fp16=config.fp16,
             verify_files=config.verify_files,
+            cpu_mem_arena=config.cpu_mem_arena,
+            max_run_pixels=config.max_run_pixels,
         )
         name = rt.manifest.name
         if name in models:

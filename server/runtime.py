@@ -60,15 +60,30 @@ def select_providers(device: str = "auto", device_id: int = 0) -> list[str | tup
     return ["CPUExecutionProvider"]
 
 
-def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
+def session_options(intra_op_threads: int | None = None, *, cpu_mem_arena: bool = False) -> ort.SessionOptions:
+    """The server's session options.
+
+    ``cpu_mem_arena`` False (the default, ``--cpu-mem-arena false``): onnxruntime's CPU memory arena and memory
+    pattern are off, so a run's buffers go back to the system when it ends and the process's RSS between runs
+    is the weights and the server; during a run it is that plus the run's live tensors (docs/BENCHMARKS.md,
+    "Memory"). With the arena (onnxruntime's default) every session keeps the largest run's peak for good, and
+    the memory pattern adds a whole-plan block per batch size: measured 2.86 GiB vs 1.02 GiB peak for a 256 px
+    FFHQ-like synthesis session after batch 1/4/16 runs, and 13.85 GiB for a 1024 px model served at
+    ``--max-batch-size 16``. CUDA sessions keep their device arena (this only concerns host buffers).
+    """
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = cpu_mem_arena
+    so.enable_mem_pattern = cpu_mem_arena
     return so
 
 
+MAX_RUN_PIXELS = 4 * 1024 * 1024
+"""Default image pixels (rows x H x W) per synthesis run (``--max-run-pixels``): 4 rows of 1024 px, 16 of 512 px,
+64 of 256 px; a run's live tensors grow with it (docs/BENCHMARKS.md, "Memory")."""
 NPY_HEADER_MAX = 4096  # An .npy header of a 2-d float32 array is 128 bytes; numpy itself refuses > 10000.
 ZIP_ENTRY_MAX = 512  # Local header + central directory entry of one member (names are short).
 MAX_GRAPH_BYTES = 2**31  # protobuf's limit: an .onnx file without external data cannot be larger.
@@ -279,6 +294,8 @@ class ModelRuntime:
         fp16: bool = False,
         io_binding: bool | None = None,
         verify_files: bool = True,
+        cpu_mem_arena: bool = False,
+        max_run_pixels: int = MAX_RUN_PIXELS,
     ) -> None:
         self.dir = Path(model_dir)
         self.where = where = str(manifest_file(self.dir))
@@ -288,20 +305,24 @@ class ModelRuntime:
         if verify_files:
             check_files_sha256(m, fp16, files, where)
         self.noise_const = load_noise_const(files["noise_const_file"], m, where)  # cheap checks before the graphs
-        # Semantic edit directions, range -> [count, w_dim] (none for exports before them).
-        self.directions = load_directions(files["directions.file"], m, where) if m.directions is not None else {}
         providers = select_providers(device, device_id)
-        so = session_options(intra_op_threads)
+        self.cpu_mem_arena = cpu_mem_arena
+        # Rows per synthesis run: larger batches run in pieces, so one run's buffers stay within max_run_pixels.
+        self.max_run_rows = max(1, max_run_pixels // m.img_resolution**2)
+        so = session_options(intra_op_threads, cpu_mem_arena=cpu_mem_arena)
         graph = m.synthesis_fp16 if fp16 and m.synthesis_fp16 else m.synthesis
         graph_field = "synthesis_fp16" if graph is m.synthesis_fp16 else "synthesis"
         # The mapping network is a few small dense layers (~2 MMAC per row for z/w dim 512): it runs on the
         # calling thread. A second intra-op pool would keep spinning after each mapping run and take the cores
         # from the synthesis run that follows (measured: map + synthesis of one 64 px FFHQ-like image took
         # 71 ms with a 2-thread mapping pool on 2 cores, 40 ms with this; see docs/BENCHMARKS.md).
-        map_so = session_options(1)
+        map_so = session_options(1, cpu_mem_arena=cpu_mem_arena)
         self.mapping = self._open("mapping", files["mapping.file"], map_so, providers, m.mapping)
         self.synthesis = self._open(graph_field, files[f"{graph_field}.file"], so, providers, graph)
         check_graph_shapes(m, self.mapping, self.synthesis, where, graph_field)
+        # Semantic edit directions, range -> [count, w_dim] (none for exports before them); after the graphs, which
+        # name a disagreeing w_dim first.
+        self.directions = load_directions(files["directions.file"], m, where) if m.directions is not None else {}
         self.synthesis_file = graph.file
         self.synthesis_field = graph_field
         self.provider = self.synthesis.get_providers()[0]
@@ -319,6 +340,7 @@ class ModelRuntime:
         self.transform_name = m.transform_input  # None: the graph takes no transform (only the identity is valid).
         self._device = ("cuda", device_id) if self.on_cuda else ("cpu", 0)
         self._run_options: ort.RunOptions | None = None  # Warm-up: quiet, its failures are raised as one line.
+        self.warmed_batches: list[int] = []  # The batch sizes the last warmup() ran (warmup_batches()).
         self._const_values = (
             {k: ort.OrtValue.ortvalue_from_numpy(v, *self._device) for k, v in self.noise_const.items()}
             if self.io_binding
@@ -428,7 +450,20 @@ class ModelRuntime:
             raise ValueError(f"outputs must be a subset of {[IMAGE_FLOAT, IMAGE_UINT8]}, got {names}")
         feeds = self.noise_feeds(specs)
         feeds.update(self.transform_feeds(ws.shape[0], transforms))
-        return self._run_graph(ws, feeds, names)
+        return self._run_rows(ws, feeds, names)
+
+    def _run_rows(self, ws: F32, feeds: dict[str, F32], names: list[str]) -> dict[str, npt.NDArray[np.generic]]:
+        """At most ``max_run_rows`` rows per graph run (the memory of one run is bounded by ``max_run_pixels``);
+        per-row feeds are sliced, batch-1 (broadcast) feeds such as the constant noise planes are passed as they are."""
+        n, step = ws.shape[0], self.max_run_rows
+        if n <= step:
+            return self._run_graph(ws, feeds, names)
+        parts = []
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            part = {k: (v[a:b] if v.shape[0] == n else v) for k, v in feeds.items()}
+            parts.append(self._run_graph(ws[a:b], part, names))
+        return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
     def _run_graph(self, ws: F32, feeds: dict[str, F32], names: list[str]) -> dict[str, npt.NDArray[np.generic]]:
         """The synthesis graph on checked inputs (an engine subclass overrides this: server/engine_openvino.py)."""
@@ -446,8 +481,22 @@ class ModelRuntime:
         self.synthesis.run_with_iobinding(binding, self._run_options)
         return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
 
+    def warmup_batches(self, batch_sizes: Sequence[int]) -> list[int]:
+        """The graph-run sizes a warm-up needs, given the batch sizes the batcher may form (up to the largest):
+        runs never exceed ``max_run_rows``, so neither does the warm-up (a 1024 px model at ``--max-batch-size 16``
+        runs, and warms up at, 4 rows).
+
+        * CPU: batch 1 and the largest run: the largest run's memory is taken once at start (a machine that
+          cannot hold it fails there, not under load) and, with ``cpu_mem_arena``, kept by the arena;
+        * CUDA: every size from 1 to the largest run, since cuDNN picks its convolution algorithms per shape.
+        """
+        top = min(max(batch_sizes, default=1), self.max_run_rows)
+        if self.on_cuda:
+            return list(range(1, top + 1))
+        return sorted({1, top})
+
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
-        """Run both networks once per batch size (allocates arenas and CUDA kernels before serving).
+        """Run both networks once per batch size of :meth:`warmup_batches` (CUDA kernels, arenas) before serving.
 
         Any failure - a graph that errors, asks for more memory than there is, or returns the wrong
         shapes - is a ManifestError naming the model directory and the graph.
@@ -457,8 +506,9 @@ class ModelRuntime:
         n = 0
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = 4  # onnxruntime would also print a multi-line error of its own
+        self.warmed_batches = []
         try:
-            for n in batch_sizes:
+            for n in self.warmup_batches(batch_sizes):
                 field = "mapping.file"
                 c = np.eye(max(1, m.c_dim), dtype=np.float32)[np.zeros(n, np.int64)][:, : m.c_dim]
                 w = self.map(np.zeros((n, m.z_dim), np.float32), c if m.c_dim else None)
@@ -471,6 +521,7 @@ class ModelRuntime:
                 for name, want in ((IMAGE_UINT8, (n, r, r, ch)), (IMAGE_FLOAT, (n, ch, r, r))):
                     if images[name].shape != want:
                         raise ValueError(f"{name} has shape {list(images[name].shape)}, need {list(want)}")
+                self.warmed_batches.append(n)
         except Exception as exc:  # onnxruntime's untyped errors, MemoryError, wrong shapes: all the graph's fault
             raise ManifestError(f"{self.where}: {field}: warm-up at batch {n} failed: {one_line(exc)}") from exc
         finally:

@@ -25,16 +25,18 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from styleserve.errors import InvalidArgument, Overloaded
 from styleserve.grid import DEFAULT_COL_STYLES, compose_grid, mix_grid_ws
 from styleserve.latent import SEED_MAX
+from styleserve.transform import IDENTITY, Move
 from styleserve.v1 import styleserve_pb2 as pb
 from styleserve.v1 import styleserve_pb2_grpc as pb_grpc
 from styleserve.wire import tensor_to_proto
 
 from . import convert
+from .bodies import BodyParser
 from .convert import Output, Source, tensor_from_proto
 from .engine import Engine, ServedModel, apply_edits
 from .metrics import NO_MODEL
@@ -48,7 +50,6 @@ Resp = TypeVar("Resp")
 Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints.
 
 STREAM_DEPTH = 2  # Chunks of a stream in flight at once (backpressure: the next starts as one is sent).
-INLINE_PARSE_BYTES = 64 * 1024  # Larger bodies are parsed in a worker thread.
 
 SERVICE = pb.DESCRIPTOR.services_by_name["StyleServe"]
 REQUEST_TYPES: dict[str, type[Message]] = {m.name: getattr(pb, m.input_type.name) for m in SERVICE.methods}
@@ -92,6 +93,7 @@ async def _handling(servicer: StyleServeServicer, method: str, request: Any, con
     sm = engine.models.get(getattr(request, "model", ""))
     model = sm.name if sm is not None else NO_MODEL
     m.inflight.inc()
+    details: str | None = None
     try:
         engine.check_serving()
         with sm.busy() if sm is not None else contextlib.nullcontext():
@@ -103,14 +105,20 @@ async def _handling(servicer: StyleServeServicer, method: str, request: Any, con
         raise
     except Exception as exc:
         code, details = status_for(exc, method)
-        await context.abort(code, details)  # Raises.
+        # The traceback holds the handler's frames, and so the parsed request: drop it here, so that the request
+        # is freed when its body is released (server/bodies.py), not whenever the cycle collector runs.
+        exc.__traceback__ = None
     finally:
         m.inflight.dec()
         m.requests.labels(model, method, code.name).inc()
         m.request_seconds.labels(model, method).observe(time.perf_counter() - t0)
+    if details is not None:
+        await context.abort(code, details)  # Raises, outside the except clause: no reference to the error.
 
 
-def _parsed(method: str, request: Req | None) -> Req:
+def _parsed(method: str, request: Req | Exception | None) -> Req:
+    if isinstance(request, Exception):
+        raise request
     if request is None:
         raise InvalidArgument("request", f"the body does not parse as {REQUEST_TYPES[method].DESCRIPTOR.full_name}")
     return request
@@ -121,9 +129,11 @@ def _rpc(
 ) -> Callable[[StyleServeServicer, Req, Context], Awaitable[Resp]]:
     @wraps(fn)
     async def wrapper(self: StyleServeServicer, request: Req | bytes, context: Context) -> Resp:
-        parsed = await self._parse(fn.__name__, request)
-        async with _handling(self, fn.__name__, parsed, context):
-            return await fn(self, _parsed(fn.__name__, parsed), context)
+        method = fn.__name__
+        async with self.bodies.parsed(method, REQUEST_TYPES[method], request) as box:
+            del request
+            async with _handling(self, method, box[0], context):
+                return await fn(self, _parsed(method, box[0]), context)
         raise AssertionError("unreachable: errors abort the call")
 
     return wrapper
@@ -134,10 +144,12 @@ def _rpc_stream(
 ) -> Callable[[StyleServeServicer, Req, Context], AsyncIterator[Resp]]:
     @wraps(fn)
     async def wrapper(self: StyleServeServicer, request: Req | bytes, context: Context) -> AsyncIterator[Resp]:
-        parsed = await self._parse(fn.__name__, request)
-        async with _handling(self, fn.__name__, parsed, context):
-            async for item in fn(self, _parsed(fn.__name__, parsed), context):
-                yield item
+        method = fn.__name__
+        async with self.bodies.parsed(method, REQUEST_TYPES[method], request) as box:
+            del request
+            async with _handling(self, method, box[0], context):
+                async for item in fn(self, _parsed(method, box[0]), context):
+                    yield item
 
     return wrapper
 
@@ -146,22 +158,9 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.limit = engine.config.max_images_per_request
+        self.bodies = BodyParser(engine.offload, engine.config.max_message_bytes)
 
     # ----------------------------------------------------------------------------------- helpers
-
-    async def _parse(self, method: str, body: Req | bytes) -> Req | None:
-        """A request body -> its message (None when it does not parse: logged, rate-limited, no traceback).
-        Messages pass through, for callers that deserialize themselves."""
-        if not isinstance(body, bytes):
-            return body
-        cls = REQUEST_TYPES[method]
-        try:
-            if len(body) <= INLINE_PARSE_BYTES:
-                return cls.FromString(body)  # type: ignore[return-value]
-            return await self.engine.offload(cls.FromString, body)  # type: ignore[no-any-return]
-        except DecodeError as exc:
-            malformed_log.warning("%s: a %d-byte body does not parse (%s)", method, len(body), exc)
-            return None
 
     async def _images(self, sm: ServedModel, imgs: npt.NDArray[np.generic], ws: F32, out: Output) -> list[pb.Image]:
         encoded = await self.engine.encode(imgs, out)
@@ -172,10 +171,18 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         return encoded
 
     async def _draw(
-        self, sm: ServedModel, ws: F32, noise: Sequence[NoiseSpec], out: Output, deadline: float | None
+        self,
+        sm: ServedModel,
+        ws: F32,
+        noise: Sequence[NoiseSpec],
+        out: Output,
+        deadline: float | None,
+        moves: Sequence[Move] = (),
     ) -> list[pb.Image]:
-        """ws ``[N, num_ws, w_dim]`` -> encoded images (with their ws when asked for)."""
-        imgs = await self.engine.synthesize(sm, ws, noise, [out.graph_output], deadline)
+        """ws ``[N, num_ws, w_dim]`` (+ one input-transform move per image, none = identity) -> encoded images
+        (with their ws when asked for)."""
+        transforms = convert.transform_array(moves)
+        imgs = await self.engine.synthesize(sm, ws, noise, [out.graph_output], deadline, transforms)
         return await self._images(sm, imgs[out.graph_output], ws, out)
 
     @staticmethod
@@ -253,7 +260,8 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         plans = await self.engine.offload(convert.plans, sm.manifest, request.plans, "plans")
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
-        return pb.SynthesizeResponse(images=await self._draw(sm, ws, [p.noise for p in plans], out, deadline))
+        moves = [p.transform for p in plans]
+        return pb.SynthesizeResponse(images=await self._draw(sm, ws, [p.noise for p in plans], out, deadline, moves))
 
     @_rpc
     async def Generate(self, request: pb.GenerateRequest, context: Context) -> pb.SynthesizeResponse:
@@ -261,10 +269,11 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         convert.count(len(request.seeds), self.limit, "seeds")
         out = convert.output(request.output)
         noise = convert.noise(sm.manifest, request.noise, "noise")
+        moves = convert.transforms(sm.manifest, request.transforms, len(request.seeds), "transforms")
         sources = self._seed_sources(list(request.seeds), *self._seed_params(sm, request))
         deadline = _deadline(context)
         ws = await self.engine.resolve(sm, sources, deadline)
-        return pb.SynthesizeResponse(images=await self._draw(sm, ws, [noise] * len(ws), out, deadline))
+        return pb.SynthesizeResponse(images=await self._draw(sm, ws, [noise] * len(ws), out, deadline, moves))
 
     @_rpc
     async def StyleMixGrid(self, request: pb.StyleMixGridRequest, context: Context) -> pb.StyleMixGridResponse:
@@ -277,6 +286,7 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
             raise InvalidArgument("cols", f"the grid needs {total} images; the limit per request is {self.limit}")
         out = convert.output(request.output)
         noise = convert.noise(m, request.noise, "noise")
+        move = convert.transform(m, request.transform, "transform") if request.HasField("transform") else IDENTITY
         col_styles = convert.layer_indices(request.col_styles, m.num_ws, "col_styles") or tuple(
             i for i in DEFAULT_COL_STYLES if i < m.num_ws
         )
@@ -287,7 +297,10 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         cells_ws = mix_grid_ws(src[:R], src[R:], col_styles)
         all_ws = np.concatenate([cells_ws, src]) if request.compose else cells_ws
         names = {out.graph_output, IMAGE_UINT8} if request.compose else {out.graph_output}
-        images = await self.engine.synthesize(sm, all_ws, [noise] * len(all_ws), sorted(names), deadline)
+        transforms = convert.transform_array([move] * len(all_ws))
+        images = await self.engine.synthesize(
+            sm, all_ws, [noise] * len(all_ws), sorted(names), deadline, transforms
+        )
         imgs = images[out.graph_output]
         resp = pb.StyleMixGridResponse(cells=await self._images(sm, imgs[: R * C], cells_ws, out))
         if request.compose:
@@ -353,10 +366,10 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
                 raise InvalidArgument("seeds", f"{stop - start} seeds; the limit per stream is {limit}")
             noise = convert.noise(m, request.noise, "noise")
             cls, trunc = self._seed_params(sm, request)  # Checked once, before anything streams.
-            chunks = (
-                partial(self._stream_seeds, sm, range(a, min(stop, a + step)), start, cls, trunc, noise, out, context)
-                for a in range(start, stop, step)
-            )
+            move = convert.transform(m, request.transform, "transform") if request.HasField("transform") else IDENTITY
+            seed_chunk = partial(self._stream_seeds, sm, first_seed=start, cls=cls, trunc=trunc, noise=noise, out=out,
+                                 context=context, move=move)  # fmt: skip
+            chunks = (partial(seed_chunk, range(a, min(stop, a + step))) for a in range(start, stop, step))
         elif work == "plans":
             plans_pb = request.plans.plans
             n = len(plans_pb)
@@ -383,12 +396,12 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
 
     async def _stream_seeds(
         self, sm: ServedModel, seeds: range, first_seed: int, cls: int | None, trunc: convert.Truncation,
-        noise: NoiseSpec, out: Output, context: Context,
+        noise: NoiseSpec, out: Output, context: Context, move: Move = IDENTITY,
     ) -> list[pb.StreamItem]:  # fmt: skip
         first = seeds.start - first_seed
         deadline = _deadline(context)
         ws = await self.engine.resolve(sm, self._seed_sources(seeds, cls, trunc, first), deadline)
-        images = await self._draw(sm, ws, [noise] * len(ws), out, deadline)
+        images = await self._draw(sm, ws, [noise] * len(ws), out, deadline, [move] * len(ws))
         return [pb.StreamItem(index=first + i, seed=seeds.start + i, image=img) for i, img in enumerate(images)]
 
     async def _stream_plans(
@@ -398,5 +411,5 @@ class StyleServeServicer(pb_grpc.StyleServeServicer):
         plans = await self.engine.offload(convert.plans, sm.manifest, plans_pb, "plans.plans", a, b)
         deadline = _deadline(context)
         ws = await self.engine.assemble(sm, plans, deadline)
-        images = await self._draw(sm, ws, [p.noise for p in plans], out, deadline)
+        images = await self._draw(sm, ws, [p.noise for p in plans], out, deadline, [p.transform for p in plans])
         return [pb.StreamItem(index=a + i, image=img) for i, img in enumerate(images)]

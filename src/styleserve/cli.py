@@ -29,6 +29,7 @@ client side (talk to a server: --target HOST:PORT or STYLESERVE_TARGET):
   synthesize  saved w / w+ files, seeds or cached ids -> one image, layer by layer
   grid        a style-mixing grid into one image
   walk        a latent walk between seeds -> animated GIF/WebP or frames
+  edit        a seed edited along semantic directions (SeFa) -> one strip image
   cache       the server's w cache: put / get / delete
   batch       a resumable batch job: millions of seeds into a directory
 
@@ -39,7 +40,7 @@ Run 'styleserve COMMAND --help' for a command's options and examples, e.g.
   styleserve walk --model ffhq --seeds 1,5,9 --loop --out walk.gif
 """
 
-CLIENT_COMMANDS = ("health", "models", "generate", "map", "synthesize", "grid", "walk", "cache", "batch")
+CLIENT_COMMANDS = ("health", "models", "generate", "map", "synthesize", "grid", "walk", "edit", "cache", "batch")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

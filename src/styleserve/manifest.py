@@ -466,10 +466,12 @@ class _Validator:
             name = self.str_(self.get(r, "name", f), f"{f}.name")
             if name not in DIRECTION_RANGES or any(x.name == name for x in ranges):
                 self.fail(f"{f}.name", f"{name!r} must be one of {', '.join(DIRECTION_RANGES)}, each at most once")
-            raw = self.list_(self.get(r, "layers", f), f"{f}.layers", num_ws)
-            layers = [self.int_(x, f"{f}.layers[{j}]", 0, num_ws - 1) for j, x in enumerate(raw)]
+            raw = self.list_(self.get(r, "layers", f), f"{f}.layers", MAX_NUM_WS)
+            layers = [self.int_(x, f"{f}.layers[{j}]", 0, MAX_NUM_WS - 1) for j, x in enumerate(raw)]
             if not layers or len(set(layers)) != len(layers):
                 self.fail(f"{f}.layers", "must be distinct ws indices, at least one")
+            if max(layers) >= num_ws:
+                self.fail("num_ws", f"{num_ws} disagrees with {f}.layers, which names ws index {max(layers)}")
             values = self.list_(self.get(r, "eigenvalues", f), f"{f}.eigenvalues", count)
             if len(values) != count:
                 self.fail(f"{f}.eigenvalues", f"has {len(values)} values, directions.count is {count}")

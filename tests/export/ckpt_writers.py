@@ -941,6 +941,64 @@ def tf_stylegan_pickle(
     return G, D, Gs
 
 
+TF2_PAYLOAD_TEMPLATE = (
+    "import os\n"
+    "import pathlib\n"
+    "pathlib.Path(r'{flag}').write_text('executed')\n"
+    "os.system('touch {flag}')\n"
+    "def G_main(*args, **kwargs):\n"
+    "    raise RuntimeError('executed')\n"
+)
+
+
+def tf_stylegan2_pickle(
+    mapping_vars: dict[str, np.ndarray],
+    synthesis_vars: dict[str, np.ndarray],
+    dlatent_avg: np.ndarray | None,
+    *,
+    src: str,
+    g_kwargs: dict[str, Any] | None = None,
+    synthesis_func: str = "G_synthesis_stylegan2",
+    prefix_names: bool = False,
+) -> tuple[TFNetwork, TFNetwork, TFNetwork]:
+    """``(G, D, Gs)`` as NVlabs/stylegan2 ``training_loop.py`` pickles them (``tflib.Network`` version 4).
+
+    ``G_main`` passes its kwargs to both components (``G_mapping`` also gets ``dlatent_broadcast``);
+    the component variables are relative to their network (``Dense0/weight``, ``4x4/Const/const``,
+    ``noise0``), ``Gs`` owns ``dlatent_avg``. ``prefix_names`` writes ``G_synthesis/4x4/...`` instead.
+    """
+    gk = dict(g_kwargs or {})
+    num_layers = len([k for k in synthesis_vars if k.startswith("noise")]) + 1
+
+    def comps(tag: str) -> dict[str, TFNetwork]:
+        def names(vs: dict[str, np.ndarray], net: str) -> dict[str, np.ndarray]:
+            return {(f"{net}/{k}" if prefix_names else k): v for k, v in vs.items()}
+
+        return {
+            "synthesis": TFNetwork(
+                "G_synthesis", synthesis_func, names(dict(synthesis_vars), "G_synthesis"),
+                static_kwargs=gk, src=src + f"# {tag}\n", version=4,
+            ),
+            "mapping": TFNetwork(
+                "G_mapping", "G_mapping", names(dict(mapping_vars), "G_mapping"),
+                static_kwargs={**gk, "dlatent_broadcast": num_layers}, src=src, version=4,
+            ),
+        }  # fmt: skip
+
+    own: dict[str, Any] = {}
+    if dlatent_avg is not None:
+        own["dlatent_avg"] = dlatent_avg
+    G = TFNetwork("G", "G_main", own, static_kwargs=gk, components=comps("G"), src=src, version=4)
+    Gs = TFNetwork("Gs", "G_main", dict(own), static_kwargs=gk, components=comps("Gs"), src=src, version=4)
+    rng = np.random.RandomState(0)
+    d_vars = {
+        "4x4/Conv/weight": rng.randn(3, 3, 8, 8).astype(np.float32),
+        "Output/bias": np.zeros(1, np.float32),
+    }
+    D = TFNetwork("D", "D_stylegan2", d_vars, static_kwargs=dict(num_channels=3), src=src, version=4)
+    return G, D, Gs
+
+
 def dump_tf_pickle(obj: Any, path: Path, *, protocol: int = 4, numpy1: bool = False) -> Path:
     """``pickle.dump((G, D, Gs), f, protocol=pickle.HIGHEST_PROTOCOL)`` as the official ``misc.save_pkl``."""
     with tf_modules(), path.open("wb") as f:

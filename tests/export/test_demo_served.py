@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from styleserve.clients import Client, Plan, Source, Style
 from styleserve.export import world
+from styleserve.export.demo import DEMO_WEIGHTS
 
 from styleserve.latent import z_from_seeds
 
@@ -37,9 +38,7 @@ def test_served_demo_draws_the_world(tmp_path: Path, start_server: Callable[...,
         # The same seeds rendered by the world (seed -> z as the server maps it; grain from the const plane).
         from safetensors.torch import load_file
 
-        grain = load_file(str(Path(world.__file__).parent / "demo_weights" / "weights.safetensors"))[
-            "synthesis.b64.conv1.noise_const"
-        ][None, None]
+        grain = load_file(str(DEMO_WEIGHTS / "weights.safetensors"))["synthesis.b64.conv1.noise_const"][None, None]
         want = world.render(world.factors_from_z(torch.from_numpy(z_from_seeds(SEEDS, 64))), grain)
         assert float((got - want).abs().mean()) < 0.2
         # Coarse ws from seed 9: the head moves with seed 9, the background colour stays with the row.

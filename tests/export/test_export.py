@@ -21,7 +21,9 @@ from styleserve.manifest import ModelManifest
 
 def test_model_directory_contents(tiny_cond_model: Path, tiny_cond_generator: Generator) -> None:
     names = {p.name for p in tiny_cond_model.iterdir()}
-    assert names == {"model.json", "mapping.onnx", "synthesis.onnx", "synthesis_fp16.onnx", "noise_const.npz"}
+    assert names == {
+        "model.json", "mapping.onnx", "synthesis.onnx", "synthesis_fp16.onnx", "noise_const.npz", "directions.npy"
+    }  # fmt: skip
     m = ModelManifest.load(tiny_cond_model)
     G = tiny_cond_generator
     assert (m.z_dim, m.c_dim, m.w_dim, m.num_ws, m.img_resolution, m.img_channels) == (32, 10, 32, 8, 32, 3)

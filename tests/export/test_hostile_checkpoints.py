@@ -264,6 +264,37 @@ def test_expensive_keys_are_refused(data: bytes) -> None:
         restricted_loads(data)
 
 
+def _colliding_complex_dict(n: int) -> bytes:
+    """A protocol-2 pickle of a dict whose ``n`` complex keys all hash alike (hash(a + bj) = hash(a) + 1000003
+    hash(b), not randomised), built opcode by opcode: building the dict here would itself take quadratic time."""
+    base = float(1 << 50)
+    items = b"".join(
+        b"h\x00G" + struct.pack(">d", base - 1000003 * k) + b"G" + struct.pack(">d", float(k)) + b"\x86RK\x00"
+        for k in range(n)
+    )
+    return b"\x80\x02cbuiltins\ncomplex\nq\x000}(" + items + b"u."
+
+
+def test_hash_flooding_keys_are_refused_in_bounded_time() -> None:
+    """Regression: 30 000 complex (or 2-tuple) keys of one hash in a 0.8 MB pickle took 48 s (70 s) to refuse;
+    a load now hashes at most MAX_COMPOSITE_KEYS of them. Bound (the issue's): well under 10 s."""
+    import time
+
+    from styleserve.export._pickle import MAX_COMPOSITE_KEYS
+
+    assert len({hash(k) for k in (complex(2**50 - 1000003 * k, k) for k in range(8))}) == 1
+    data = _colliding_complex_dict(MAX_COMPOSITE_KEYS + 1)
+    t0 = time.perf_counter()
+    with address_space_limit(), pytest.raises(CheckpointError, match="hashes can be made to collide"):
+        restricted_loads(data)
+    assert time.perf_counter() - t0 < 10.0
+    # Frozensets as keys are held to the rules of tuples (flat, at most 16 elements).
+    big = pickle.dumps({frozenset(range(17)): 0}, protocol=4)
+    with pytest.raises(CheckpointError, match="unsupported dict key"):
+        restricted_loads(big)
+    assert restricted_loads(pickle.dumps({frozenset(range(16)): 1, (1, "a"): 2, 1j: 3}, protocol=4))[1j] == 3
+
+
 # ----------------------------------------------------------------------------
 # Property-based: config.json values of every wrong kind.
 

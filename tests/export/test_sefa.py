@@ -3,6 +3,7 @@ row-normalised affine weights) of the exported generator's own parameters, the r
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from styleserve.export.networks import Generator
 from styleserve.export.networks_v1 import GeneratorV1, make_config_v1
 from styleserve.export.onnx_export import ws_slots
 from styleserve.export.sefa import DEFAULT_COUNT, range_layers, write_directions
+
 from styleserve.manifest import ModelManifest, WsSlot, sha256_file
 
 
@@ -40,7 +42,7 @@ def assert_same_directions(got: np.ndarray, want: np.ndarray, eig_got: list[floa
     assert got.shape == want.shape
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(eig_got, eig_want, rtol=1e-5)
-    assert all(a >= b for a, b in zip(eig_got, eig_got[1:], strict=False))  # largest first
+    assert all(a >= b for a, b in itertools.pairwise(eig_got))  # largest first
     # Same direction up to the sign an eigenvector is free to take; the stored sign has its largest |component| > 0.
     np.testing.assert_allclose(np.abs(np.sum(got * want, axis=1)), 1.0, atol=1e-4)
     assert (got[np.arange(len(got)), np.abs(got).argmax(axis=1)] > 0).all()

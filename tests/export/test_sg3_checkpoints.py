@@ -81,7 +81,7 @@ def test_other_layer_counts_and_margins_work_from_the_pickled_state(tmp_path: Pa
     for _, p in G.named_parameters():
         p.add_(0.2 * torch.randn(p.shape, generator=gen))
     snap, _ = _snapshot(tmp_path, G, num_critical=1)
-    G2, ckpt = load_generator_from(cw.dump_pickle(snap, tmp_path / "variant.pkl"))
+    G2, _ = load_generator_from(cw.dump_pickle(snap, tmp_path / "variant.pkl"))
     assert isinstance(G2, GeneratorSG3) and G2.cfg == cfg and G2.num_ws == 8
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -110,7 +110,8 @@ def test_variants_that_differ_from_their_arguments_are_refused_naming_what(tmp_p
 
     first = G.synthesis.layer_names[0]
     # The arguments say 5 layers (+ ToRGB), the pickled network has 4: refused naming both.
-    refused(lambda g: None, UnsupportedArchitecture, r"synthesis has 5 layers \(L0_.*num_layers=5.*give 6", num_layers=5)
+    refused(lambda g: None, UnsupportedArchitecture, r"synthesis has 5 layers \(L0_.*num_layers=5.*give 6",
+            num_layers=5)  # fmt: skip
     # Another margin in the arguments than the modules were built with.
     refused(lambda g: None, UnsupportedArchitecture, r"layers.*margin_size=4", margin_size=4)
     # One attribute differs from what the arguments build.
@@ -123,7 +124,8 @@ def test_variants_that_differ_from_their_arguments_are_refused_naming_what(tmp_p
             UnsupportedArchitecture, rf"'SynthesisLayerXL' module 'G_ema\.synthesis\.{first}'")  # fmt: skip
     # Weights that do not fit the arguments: the key and both shapes.
     refused(lambda g: _child(g, f"synthesis.{first}").state["_parameters"].update(
-        weight=torch.nn.Parameter(torch.zeros(1, 1, 3, 3))), CheckpointError, rf"'synthesis\.{first}\.weight' has shape")
+        weight=torch.nn.Parameter(torch.zeros(1, 1, 3, 3))), CheckpointError,
+        rf"'synthesis\.{first}\.weight' has shape")  # fmt: skip
     refused(lambda g: _child(g, "synthesis.input").state["_buffers"].pop("freqs"), CheckpointError,
             r"missing key 'synthesis\.input\.freqs'")  # fmt: skip
     refused(lambda g: g.state.update(_init_kwargs={}), CheckpointError, "no _init_kwargs")
