@@ -29,6 +29,11 @@ TOKEN_ENV_DEPRECATED = "STYLESERVE_TOKEN"
 """The client's former name: still read when :data:`TOKEN_ENV` is unset, with a warning on stderr."""
 
 
+class UsageError(ValueError):
+    """A command line that cannot work as given (found after argparse, e.g. against the model's layers): exit 2,
+    like argparse's own usage errors. Other ValueErrors (a file's content, ...) exit 1."""
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``."""
 

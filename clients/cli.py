@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from styleserve import seeds as _seeds
 
-from ._args import add_connection_args, int_at_least, resolve_token
+from ._args import UsageError, add_connection_args, int_at_least, resolve_token
 from ._client import Client
 from ._errors import StyleServeRpcError
 from ._requests import REQUEST_CHUNK
@@ -601,10 +601,10 @@ def _layers(text: str, info: ModelInfo, what: str) -> list[int] | None:
     try:
         layers = list(dict.fromkeys(parse_range(text)))
     except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise UsageError(f"{what}: {exc}") from None
     bad = [x for x in layers if x >= info.num_ws]
     if bad:
-        raise ValueError(
+        raise UsageError(
             f"{what}: ws index {bad[0]} out of range; model {info.name!r} has ws layers 0-{info.num_ws - 1}"
         )
     return layers
@@ -616,18 +616,18 @@ def _source(text: str, args: argparse.Namespace, info: ModelInfo, what: str) -> 
     if spec.startswith("seed:"):
         value = spec[len("seed:") :].strip()
         if not value.isdigit():
-            raise ValueError(f"{what}: bad seed {value!r} in {spec!r}; expected seed:N")
+            raise UsageError(f"{what}: bad seed {value!r} in {spec!r}; expected seed:N")
         try:
             return Source.from_seed(int(value), args.class_index, args.psi, args.cutoff)
         except ValueError as exc:
-            raise ValueError(f"{what}: {exc}") from None
+            raise UsageError(f"{what}: {exc}") from None
     if spec.startswith("w_id:"):
         value = spec[len("w_id:") :].strip()
         if not value:
-            raise ValueError(f"{what}: empty id in {spec!r}; expected w_id:ID")
+            raise UsageError(f"{what}: empty id in {spec!r}; expected w_id:ID")
         return Source.from_w_id(value)
     if not spec:
-        raise ValueError(f"{what}: empty source; expected FILE.npy, FILE.npz, seed:N or w_id:ID")
+        raise UsageError(f"{what}: empty source; expected FILE.npy, FILE.npz, seed:N or w_id:ID")
     w = load_w(spec, info)
     return Source.from_w(w) if w.ndim == 1 else Source.from_w_plus(w)
 
@@ -636,7 +636,7 @@ def _split_entry(text: str, what: str) -> tuple[str, str]:
     """``LAYERS=SOURCE`` or ``LAYERS:SOURCE`` -> (layers, source), split at the first ``=`` or ``:``."""
     m = re.search(r"[=:]", text)
     if m is None:
-        raise ValueError(f"{what}: expected LAYERS=SOURCE, e.g. 0-3=seed:55 or 4,5=w.npy")
+        raise UsageError(f"{what}: expected LAYERS=SOURCE, e.g. 0-3=seed:55 or 4,5=w.npy")
     return text[: m.start()], text[m.end() :]
 
 
@@ -653,7 +653,7 @@ def _plan_entries(text: str) -> list[tuple[str, str]]:
         entries.append((",".join([*pending, layers]), source))
         pending = []
     if pending or not entries:
-        raise ValueError(f"{what}: expected LAYERS:SOURCE entries, e.g. '0-3:a.npy,4-7:b.npz'")
+        raise UsageError(f"{what}: expected LAYERS:SOURCE entries, e.g. '0-3:a.npy,4-7:b.npz'")
     return entries
 
 
@@ -683,13 +683,13 @@ def _styles(args: argparse.Namespace, info: ModelInfo) -> list[Style]:
             layers = _layers(layers_text, info, what)
             styles.append(Style(_source(source_text, args, info, what), layers=layers))
     if not styles:
-        raise ValueError("no styles: give --w SOURCE (every layer) and/or --style LAYERS=SOURCE / --plan")
+        raise UsageError("no styles: give --w SOURCE (every layer) and/or --style LAYERS=SOURCE / --plan")
     covered: set[int] = set()
     for s in styles:
         covered.update(range(info.num_ws) if s.layers is None else s.layers)
     missing = sorted(set(range(info.num_ws)) - covered)
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"ws layers {_ranges(missing)} of model {info.name!r} have no source; "
             "add --w SOURCE (every layer) or a --style covering them"
         )
@@ -885,16 +885,16 @@ def _walk_keys(client: Client, args: argparse.Namespace, seeds: list[int]) -> li
 def _cmd_walk(client: Client, args: argparse.Namespace) -> int:
     seeds: list[int] = args.seeds
     if args.direction is not None and not args.alphas:
-        raise ValueError("--direction needs --alphas, e.g. --alphas -3,3")
+        raise UsageError("--direction needs --alphas, e.g. --alphas -3,3")
     if args.direction is None and (args.alphas or args.edit_layers):
-        raise ValueError("--alphas and --layers belong to a walk along a --direction")
+        raise UsageError("--alphas and --layers belong to a walk along a --direction")
     if args.direction is None and len(seeds) < 2:
-        raise ValueError("a walk needs at least two seeds, e.g. --seeds 1,5 (or one seed and a --direction)")
+        raise UsageError("a walk needs at least two seeds, e.g. --seeds 1,5 (or one seed and a --direction)")
     out = Path(args.out)
     animated = out.suffix.lower() in WALK_SUFFIXES and not args.out.endswith(("/", os.sep)) and not out.is_dir()
     keys = _walk_keys(client, args, seeds)
     if len(keys) < 2:
-        raise ValueError("a walk needs at least two keyframes: give two --alphas or two seeds")
+        raise UsageError("a walk needs at least two keyframes: give two --alphas or two seeds")
     if len({k.shape for k in keys}) > 1:  # some w, some w+: walk in w+
         num_ws = max(k.shape[0] for k in keys if k.ndim == 2)
         keys = [np.broadcast_to(k, (num_ws, k.shape[-1])) if k.ndim == 1 else k for k in keys]
@@ -1057,6 +1057,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hint: is a server running at {args.target}? (--target or STYLESERVE_TARGET)", file=sys.stderr)
         elif exc.code.name == "DEADLINE_EXCEEDED":
             print("hint: raise --timeout (seconds per call, 0 = no deadline)", file=sys.stderr)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -33,7 +33,7 @@ class ServerConfig:
     engine: str = "onnxruntime"  # onnxruntime | openvino (synthesis on OpenVINO, CPU; server/engine_openvino.py)
     precision: str = "fp32"  # fp32 | bf16 (--engine openvino on CPUs with AVX-512 BF16/AMX)
     verify_files: bool = True  # Check every opened file against model.json's source.files_sha256 at start.
-    cpu_mem_arena: bool = False  # onnxruntime's CPU memory arena + memory pattern (off: RSS follows the runs).
+    cpu_mem_arena: bool = True  # onnxruntime's CPU memory arena (off: RSS falls back between runs, runs slower).
     max_run_pixels: int = 4 * 1024 * 1024  # Rows x H x W per synthesis run; larger batches run in pieces.
     # batching and limits
     max_batch_size: int = 16  # Rows per onnxruntime run.
@@ -142,8 +142,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "precision": "fp32, or bf16 with --engine openvino on CPUs with AVX-512 BF16/AMX "
         "(verified at start within 0.4)",
         "verify_files": "check each model file against model.json's files_sha256 at start (false skips it)",
-        "cpu_mem_arena": "onnxruntime's CPU memory arena and memory pattern; off, each run's buffers go back to the "
-        "system after it; on, RSS stays at the largest run's peak (docs/BENCHMARKS.md, Memory)",
+        "cpu_mem_arena": "onnxruntime's CPU memory arena: on, RSS stays at the largest run's peak; off, each run's "
+        "buffers go back to the system after it, at the cost of page faults every run (docs/BENCHMARKS.md, Memory)",
         "max_run_pixels": "most image pixels (rows x height x width) per synthesis run; a batch beyond it runs in "
         "pieces, which bounds a run's memory (the default: 4 rows of 1024 px, 64 of 256 px)",
         "max_batch_size": "rows per onnxruntime run (dynamic batching)",

@@ -60,16 +60,16 @@ def select_providers(device: str = "auto", device_id: int = 0) -> list[str | tup
     return ["CPUExecutionProvider"]
 
 
-def session_options(intra_op_threads: int | None = None, *, cpu_mem_arena: bool = False) -> ort.SessionOptions:
-    """The server's session options.
+def session_options(intra_op_threads: int | None = None, *, cpu_mem_arena: bool = True) -> ort.SessionOptions:
+    """The server's session options: onnxruntime's memory pattern always off; its CPU memory arena on by default.
 
-    ``cpu_mem_arena`` False (the default, ``--cpu-mem-arena false``): onnxruntime's CPU memory arena and memory
-    pattern are off, so a run's buffers go back to the system when it ends and the process's RSS between runs
-    is the weights and the server; during a run it is that plus the run's live tensors (docs/BENCHMARKS.md,
-    "Memory"). With the arena (onnxruntime's default) every session keeps the largest run's peak for good, and
-    the memory pattern adds a whole-plan block per batch size: measured 2.86 GiB vs 1.02 GiB peak for a 256 px
-    FFHQ-like synthesis session after batch 1/4/16 runs, and 13.85 GiB for a 1024 px model served at
-    ``--max-batch-size 16``. CUDA sessions keep their device arena (this only concerns host buffers).
+    Measured (docs/BENCHMARKS.md, "Memory"): the memory pattern adds a whole-plan block per batch size on top of
+    the arena (one 256 px FFHQ-like session after runs at batch 1/4/16: 2.86 GiB with it, 1.58 GiB without) and
+    made no measurable difference in speed. The arena keeps the largest run's peak for good, but without it
+    every run page-faults fresh buffers: a 1024 px batch-4 run took 17-52 s instead of 12-16 s on the same
+    (loaded) machine. ``--cpu-mem-arena false`` trades that time for an RSS that falls back between runs.
+    The largest run is bounded by ``max_run_pixels`` (:class:`ModelRuntime`), so the arena is too.
+    CUDA sessions keep their device arena (this only concerns host buffers).
     """
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -77,7 +77,7 @@ def session_options(intra_op_threads: int | None = None, *, cpu_mem_arena: bool 
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.enable_cpu_mem_arena = cpu_mem_arena
-    so.enable_mem_pattern = cpu_mem_arena
+    so.enable_mem_pattern = False
     return so
 
 
@@ -294,7 +294,7 @@ class ModelRuntime:
         fp16: bool = False,
         io_binding: bool | None = None,
         verify_files: bool = True,
-        cpu_mem_arena: bool = False,
+        cpu_mem_arena: bool = True,
         max_run_pixels: int = MAX_RUN_PIXELS,
     ) -> None:
         self.dir = Path(model_dir)

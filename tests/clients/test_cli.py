@@ -29,8 +29,9 @@ def ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def failed(r: subprocess.CompletedProcess[str], message: str) -> None:
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+def failed(r: subprocess.CompletedProcess[str], message: str, code: int = 1) -> None:
+    """A failed command: exit 1, or 2 for a usage error (a command line that cannot work as given)."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: "), r.stderr
     assert message in r.stderr, r.stderr
@@ -259,18 +260,18 @@ def test_expected_failures_exit_1_without_a_traceback(server: ServerProcess, tmp
     failed(synth("--w", str(tmp_path / "short.npy")), "short.npy: shape [5]; expected w [w_dim] = [32]")
     failed(synth("--w", str(tmp_path / "wide.npy")), "[num_ws, w_dim] = [8, 32]")
     failed(synth("--w", str(tmp_path / "junk.npy")), "junk.npy: not a .npy or .npz file")
-    failed(synth("--w", good, "--style", "5-2=seed:1"), "descending range '5-2'")
-    failed(synth("--w", good, "--style", "x=seed:1"), "bad item 'x'")
-    failed(synth("--w", good, "--style", "9=seed:1"), "ws index 9 out of range")
-    failed(synth("--w", good, "--style", "0-3"), "expected LAYERS=SOURCE")
-    failed(synth("--w", good, "--style", "0=seed:x"), "bad seed 'x'")
-    failed(synth("--style", "0-3=seed:1"), "ws layers 4-7 of model 'tiny-cond' have no source")
+    failed(synth("--w", good, "--style", "5-2=seed:1"), "descending range '5-2'", code=2)
+    failed(synth("--w", good, "--style", "x=seed:1"), "bad item 'x'", code=2)
+    failed(synth("--w", good, "--style", "9=seed:1"), "ws index 9 out of range", code=2)
+    failed(synth("--w", good, "--style", "0-3"), "expected LAYERS=SOURCE", code=2)
+    failed(synth("--w", good, "--style", "0=seed:x"), "bad seed 'x'", code=2)
+    failed(synth("--style", "0-3=seed:1"), "ws layers 4-7 of model 'tiny-cond' have no source", code=2)
     failed(synth("--w", "seed:1"), "error: INVALID_ARGUMENT:")  # conditional model without a class
     failed(run("cache", "put", "--model", COND, str(tmp_path / "badkey.npz"), target=server.target), "no array 'w'")
     failed(run("map", "--model", "nope", "--seeds", "1", "--out", str(tmp_path), target=server.target),
            "error: NOT_FOUND:")  # fmt: skip
     failed(run("walk", "--model", COND, "--seeds", "3", "--out", str(tmp_path / "w.gif"), target=server.target),
-           "at least two seeds")  # fmt: skip
+           "at least two seeds", code=2)  # fmt: skip
     assert not (tmp_path / "o.png").exists()
 
     down = run("map", "--model", COND, "--seeds", "1", "--out", str(tmp_path), "--target", "127.0.0.1:1",

@@ -25,18 +25,18 @@ def _arena(rt: ModelRuntime) -> list[tuple[bool, bool]]:
     return out
 
 
-def test_default_sessions_have_no_arena(tiny_uncond_model: Path) -> None:
+def test_default_sessions_have_the_arena_and_no_memory_pattern(tiny_uncond_model: Path) -> None:
     rt = ModelRuntime(tiny_uncond_model, device="cpu", intra_op_threads=1)
-    assert rt.cpu_mem_arena is False
-    assert _arena(rt) == [(False, False), (False, False)]
+    assert rt.cpu_mem_arena is True
+    assert _arena(rt) == [(True, False), (True, False)]
     assert rt.max_run_rows == MAX_RUN_PIXELS // rt.manifest.img_resolution**2  # tiny: no split at any batch it sees
     rt.warmup((1, 16))
     assert rt.warmed_batches == [1, 16]
 
 
-def test_arena_on_request(tiny_uncond_model: Path) -> None:
-    rt = ModelRuntime(tiny_uncond_model, device="cpu", intra_op_threads=1, cpu_mem_arena=True)
-    assert _arena(rt) == [(True, True), (True, True)]
+def test_arena_off_on_request(tiny_uncond_model: Path) -> None:
+    rt = ModelRuntime(tiny_uncond_model, device="cpu", intra_op_threads=1, cpu_mem_arena=False)
+    assert _arena(rt) == [(False, False), (False, False)]
     rt.warmup((5,))
     assert rt.warmed_batches == [1, 5]
 
@@ -57,12 +57,12 @@ def test_config_flag_reaches_the_sessions(tiny_uncond_model: Path, tmp_path: Pat
     """``--cpu-mem-arena`` / STYLESERVE_CPU_MEM_ARENA through load_repository, the server's own loading path."""
     repo = tmp_path / "repo"
     shutil.copytree(tiny_uncond_model, repo / "m")
-    assert ServerConfig.from_args([str(repo)], environ={}).cpu_mem_arena is False
-    on = ServerConfig.from_args([str(repo), "--cpu-mem-arena"], environ={})
-    env_on = ServerConfig.from_args([str(repo)], environ={"STYLESERVE_CPU_MEM_ARENA": "true"})
+    assert ServerConfig.from_args([str(repo)], environ={}).cpu_mem_arena is True
+    on = ServerConfig.from_args([str(repo), "--cpu-mem-arena"], environ={"STYLESERVE_CPU_MEM_ARENA": "0"})
+    env_off = ServerConfig.from_args([str(repo)], environ={"STYLESERVE_CPU_MEM_ARENA": "false"})
     off = ServerConfig.from_args([str(repo), "--cpu-mem-arena", "false"], environ={"STYLESERVE_CPU_MEM_ARENA": "1"})
-    assert (on.cpu_mem_arena, env_on.cpu_mem_arena, off.cpu_mem_arena) == (True, True, False)
-    for cfg, want in ((on, (True, True)), (off, (False, False))):
+    assert (on.cpu_mem_arena, env_off.cpu_mem_arena, off.cpu_mem_arena) == (True, False, False)
+    for cfg, want in ((on, (True, False)), (off, (False, False))):
         cfg = ServerConfig(**{**cfg.__dict__, "device": "cpu", "intra_op_threads": 1})
         (rt,) = load_repository(cfg).values()
         assert _arena(rt) == [want, want]
@@ -76,20 +76,18 @@ def test_config_flag_reaches_the_sessions(tiny_uncond_model: Path, tmp_path: Pat
 
 def test_session_options_function() -> None:
     so = session_options(2)
-    assert (so.enable_cpu_mem_arena, so.enable_mem_pattern, so.intra_op_num_threads) == (False, False, 2)
-    so = session_options(1, cpu_mem_arena=True)
-    assert (so.enable_cpu_mem_arena, so.enable_mem_pattern) == (True, True)
+    assert (so.enable_cpu_mem_arena, so.enable_mem_pattern, so.intra_op_num_threads) == (True, False, 2)
+    so = session_options(1, cpu_mem_arena=False)
+    assert (so.enable_cpu_mem_arena, so.enable_mem_pattern) == (False, False)
 
 
 @pytest.fixture(scope="module")
 def both(tiny_cond_model: Path) -> tuple[ModelRuntime, ModelRuntime]:
-    """The defaults (no arena, whole batches), and the arena with runs split every 2 rows."""
+    """No arena with whole batches, and the defaults (arena) with runs split every 2 rows."""
     r = ModelManifest.load(tiny_cond_model).img_resolution
-    split = ModelRuntime(
-        tiny_cond_model, device="cpu", intra_op_threads=1, cpu_mem_arena=True, max_run_pixels=2 * r * r
-    )
+    split = ModelRuntime(tiny_cond_model, device="cpu", intra_op_threads=1, max_run_pixels=2 * r * r)
     assert split.max_run_rows == 2
-    return ModelRuntime(tiny_cond_model, device="cpu", intra_op_threads=1), split
+    return ModelRuntime(tiny_cond_model, device="cpu", intra_op_threads=1, cpu_mem_arena=False), split
 
 
 @settings(max_examples=8, deadline=None)
