@@ -254,6 +254,17 @@ def report(doc: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
+    checks = []
+    if "export" in r:
+        checks.append(f"export peak RSS {gib(r['export']['peak_rss'])} GiB <= 6 GB: "
+                      f"{'yes' if r['export']['peak_rss'] <= 6e9 else 'NO'}")  # fmt: skip
+    default = next((x for x in r.get("serve", []) if x["flags"] == "(defaults)"), None)
+    if default is not None and torch_rss:
+        ok = default["peak_rss"] <= 2 * torch_rss
+        checks.append(f"server at defaults: peak RSS {default['peak_rss'] / torch_rss:.2f}x PyTorch's <= 2x: "
+                      f"{'yes' if ok else 'NO'}")  # fmt: skip
+    if checks:
+        lines += ["Issue #13 bounds: " + "; ".join(checks) + ".", ""]
     if "profile" in r:
         p = r["profile"]
         total = sum(p["by_op_ms"].values())

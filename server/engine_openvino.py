@@ -204,6 +204,8 @@ class OpenVINORuntime(ModelRuntime):
             "INFERENCE_NUM_THREADS": str(threads),  # 0 = one per core, like --intra-op-threads 0.
         }
         self.ov_field = f"{self.synthesis_field}.file"
+        if self.transform_name is not None:  # StyleGAN3: its per-image transform input is not fed here yet.
+            raise self._refuse("models with an input transform (StyleGAN3) are served by --engine onnxruntime only")
         path = resolve_inside(self.dir, self.synthesis_file, self.where, self.ov_field)
         try:
             self._ov_model = _core().read_model(str(path))

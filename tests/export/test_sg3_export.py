@@ -138,3 +138,16 @@ def test_manifest_transform_input_is_validated(exported: tuple[GeneratorSG3, dic
             ModelManifest.from_dict({**d, "transform_input": bad})
     with pytest.raises(ManifestError, match=r"synthesis\.inputs"):
         ModelManifest.from_dict({**d, "transform_input": None})  # the graph takes an input the manifest lacks
+
+
+def test_openvino_engine_refuses_a_transform_model(exported: tuple[GeneratorSG3, dict[str, Any], Path]) -> None:
+    """The OpenVINO engine does not feed the transform input: it refuses StyleGAN3 models at load, naming the file
+    and the engine (exit 2 through the server), instead of failing at warm-up."""
+    pytest.importorskip("openvino")
+    from styleserve.server.engine_openvino import OpenVINORuntime
+
+    from styleserve.errors import ManifestError
+
+    _, _, out = exported
+    with pytest.raises(ManifestError, match=r"synthesis\.file: --engine openvino .*StyleGAN3"):
+        OpenVINORuntime(out, device="cpu")
