@@ -229,6 +229,13 @@ def verify(
                 fp16_err = max(fp16_err, float(np.abs(img16 - ref_img).max()))
                 del img16
             del ref_img, sfeeds
+    return _judge(report, map_err, img_err, u8_err, fp16_err if f_sess is not None else None)
+
+
+def _judge(
+    report: dict[str, Any], map_err: float, img_err: float, u8_err: int, fp16_err: float | None
+) -> dict[str, Any]:
+    """Record the measured errors and their bounds in ``report``; VerificationError when one exceeds its bound."""
     report.update(
         mapping_max_abs_err=map_err,
         image_max_abs_err=img_err,
@@ -236,7 +243,7 @@ def verify(
         mapping_tol=MAPPING_TOL,
         image_tol=IMAGE_TOL,
     )
-    if f_sess is not None:
+    if fp16_err is not None:
         report.update(fp16_image_max_abs_err=fp16_err, fp16_image_tol=FP16_IMAGE_TOL)
     failures = []
     if not map_err <= MAPPING_TOL:
@@ -245,7 +252,7 @@ def verify(
         failures.append(f"synthesis max abs image error {img_err:.3g} > {IMAGE_TOL:g}")
     if u8_err > 1:
         failures.append(f"uint8 image differs by {u8_err} levels")
-    if f_sess is not None and not fp16_err <= FP16_IMAGE_TOL:
+    if fp16_err is not None and not fp16_err <= FP16_IMAGE_TOL:
         failures.append(f"fp16 synthesis max abs image error {fp16_err:.3g} > {FP16_IMAGE_TOL:g}")
     if failures:
         raise VerificationError("export verification failed: " + "; ".join(failures))
@@ -440,29 +447,8 @@ def verify_sg3(
                 fp16_err = max(fp16_err, float(np.abs(img16 - ref_img).max()))
                 del img16
             del ref_img, sfeeds
-    report: dict[str, Any] = {
-        "batches": list(batches),
-        "transforms": ["identity", "random translate/rotate"],
-        "mapping_max_abs_err": map_err,
-        "image_max_abs_err": img_err,
-        "uint8_max_abs_err": u8_err,
-        "mapping_tol": MAPPING_TOL,
-        "image_tol": IMAGE_TOL,
-    }
-    if f_sess is not None:
-        report.update(fp16_image_max_abs_err=fp16_err, fp16_image_tol=FP16_IMAGE_TOL)
-    failures = []
-    if not map_err <= MAPPING_TOL:
-        failures.append(f"mapping max abs error {map_err:.3g} > {MAPPING_TOL:g}")
-    if not img_err <= IMAGE_TOL:
-        failures.append(f"synthesis max abs image error {img_err:.3g} > {IMAGE_TOL:g}")
-    if u8_err > 1:
-        failures.append(f"uint8 image differs by {u8_err} levels")
-    if f_sess is not None and not fp16_err <= FP16_IMAGE_TOL:
-        failures.append(f"fp16 synthesis max abs image error {fp16_err:.3g} > {FP16_IMAGE_TOL:g}")
-    if failures:
-        raise VerificationError("export verification failed: " + "; ".join(failures))
-    return report
+    report: dict[str, Any] = {"batches": list(batches), "transforms": ["identity", "random translate/rotate"]}
+    return _judge(report, map_err, img_err, u8_err, fp16_err if f_sess is not None else None)
 
 
 def export_model_sg3(

@@ -466,12 +466,13 @@ def test_resource_exhausted_is_retried(start_server: Callable[..., ServerProcess
     assert any(isinstance(r, ResourceExhaustedError) for r in no_retry), no_retry
     assert all(isinstance(r, (list, ResourceExhaustedError)) for r in no_retry), no_retry
 
-    # gRPC makes at most 5 attempts; without a retry budget and with waits drawn below 0.05 s .. 1 s they span
-    # more than the burst takes to serve.
-    patient = RetryPolicy(max_attempts=5, initial_backoff_s=0.05, max_backoff_s=1.0, max_tokens=None)
+    # gRPC makes at most 5 attempts; without a retry budget and with waits drawn below 0.2 s .. 1.6 s (about 1.5 s
+    # in all on average) they span far more than a burst of 12 calls takes to serve (a 24-call burst with waits
+    # below 0.05 .. 1 s sometimes ran out of attempts on the loaded 2-core CI box).
+    patient = RetryPolicy(max_attempts=5, initial_backoff_s=0.2, max_backoff_s=2.0, max_tokens=None)
     for _ in range(5):
         before = s.metrics().get(rejected, 0.0)
-        results = burst(s.target, patient)
+        results = burst(s.target, patient, threads=12)
         assert all(isinstance(r, list) and len(r) == 4 for r in results), results
         if s.metrics().get(rejected, 0.0) > before:  # Some attempts were refused and retried.
             break
