@@ -3,11 +3,11 @@ PY ?= .venv/bin/python
 THREADS ?= 2
 RESULTS := bench/results
 
-.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale
+.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale bench-encode
 
 ## make bench: networks (64/256 px, batch 1/4/16) + serving matrix + 1024 px scale run; prints tables, writes
 ## $(RESULTS)/*.json, rewrites the generated section of docs/BENCHMARKS.md (about 40-50 min on 2 idle cores).
-bench: bench-networks bench-serve bench-scale
+bench: bench-networks bench-serve bench-scale bench-encode
 	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --scale $(RESULTS)/scale_1024.json \
 		--command "make bench"
 
@@ -20,6 +20,11 @@ bench-serve:
 	@mkdir -p $(RESULTS)
 	@echo "load average: $$(cat /proc/loadavg 2>/dev/null)"
 	$(PY) bench/serve_matrix.py --threads $(THREADS) --json $(RESULTS)/serve_matrix.json
+
+## PNG (fpng vs Pillow zlib 1) and JPEG per image at 64/256/1024 px, one core (about 1 min); table in the output.
+bench-encode:
+	@mkdir -p $(RESULTS)
+	$(PY) bench/encode_bench.py --json $(RESULTS)/encode.json
 
 ## A smoke run (about 2 min): 64 px only, short timings, 40 requests per row; does not touch the docs.
 bench-quick:
