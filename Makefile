@@ -3,11 +3,11 @@ PY ?= .venv/bin/python
 THREADS ?= 2
 RESULTS := bench/results
 
-.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale bench-encode
+.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale bench-encode bench-engines
 
 ## make bench: networks (64/256 px, batch 1/4/16) + serving matrix + 1024 px scale run; prints tables, writes
 ## $(RESULTS)/*.json, rewrites the generated section of docs/BENCHMARKS.md (about 40-50 min on 2 idle cores).
-bench: bench-networks bench-serve bench-scale bench-encode
+bench: bench-networks bench-serve bench-scale bench-encode bench-engines
 	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --scale $(RESULTS)/scale_1024.json \
 		--command "make bench"
 
@@ -25,6 +25,13 @@ bench-serve:
 bench-encode:
 	@mkdir -p $(RESULTS)
 	$(PY) bench/encode_bench.py --json $(RESULTS)/encode.json
+
+## onnxruntime vs OpenVINO fp32/bf16 at 256 px: raw synthesis and end-to-end Generate per engine (about 4 min).
+bench-engines:
+	@mkdir -p $(RESULTS)
+	@echo "load average: $$(cat /proc/loadavg 2>/dev/null)"
+	$(PY) bench/engine_bench.py --resolutions 256 --batches 1,4 --threads $(THREADS) --error-seeds 16 --min-time 0 \
+		--min-reps 3 --serve --serve-requests 16 --serve-warmup 4
 
 ## A smoke run (about 2 min): 64 px only, short timings, 40 requests per row; does not touch the docs.
 bench-quick:
