@@ -193,49 +193,68 @@ def verify(
 ) -> dict[str, Any]:
     """Run onnxruntime against PyTorch; raise :class:`VerificationError` past the bounds."""
     rng = np.random.RandomState(seed)
-    cfg = G.cfg
     m_sess = _session(mapping_path)
     s_sess = _session(synthesis_path)
     f_sess = _session(fp16_path) if fp16_path else None
     names = [n.name for n in noise_inputs(G.synthesis)]
-    report: dict[str, Any] = {"batches": list(batches), "noise_modes": ["const", "none", "random"]}
-    map_err = img_err = fp16_err = 0.0
-    u8_err = 0
+    errors = _Errors(m_sess, s_sess, f_sess)
     for batch in batches:
-        z = rng.randn(batch, cfg.z_dim).astype(np.float32)
-        feeds: dict[str, np.ndarray] = {"z": z}
-        c_t = None
-        if cfg.c_dim:
-            c = np.eye(cfg.c_dim, dtype=np.float32)[rng.randint(0, cfg.c_dim, batch)]
-            feeds["c"] = c
-            c_t = torch.from_numpy(c)
-        with torch.no_grad():
-            ref_w = G.mapping(torch.from_numpy(z), c_t).numpy()
-        (got_w,) = m_sess.run(["w"], feeds)
-        map_err = max(map_err, float(np.abs(got_w - ref_w).max()))
+        errors.mapping(G, rng, batch)
         for case in _cases(G, rng, batch):
             with torch.no_grad():
                 full = iter(torch.from_numpy(n) for n in case.noises)
                 tnoise = [next(full) if layer.use_noise else None for _, layer in G.synthesis.noise_layers()]
                 ref_img = G.synthesis(torch.from_numpy(case.ws), tnoise).numpy()
-            ref_u8 = np.clip(np.transpose(ref_img, (0, 2, 3, 1)) * 127.5 + 128, 0, 255).astype(np.uint8)
-            sfeeds = {"ws": case.ws, **dict(zip(names, case.noises, strict=True))}
-            img, u8 = s_sess.run(["image", "image_uint8"], sfeeds)
-            img_err = max(img_err, float(np.abs(img - ref_img).max()))
-            u8_err = max(u8_err, int(np.abs(u8.astype(np.int16) - ref_u8.astype(np.int16)).max()))
-            del img, u8, ref_u8
-            if f_sess is not None:
-                (img16,) = f_sess.run(["image"], sfeeds)
-                fp16_err = max(fp16_err, float(np.abs(img16 - ref_img).max()))
-                del img16
-            del ref_img, sfeeds
-    return _judge(report, map_err, img_err, u8_err, fp16_err if f_sess is not None else None)
+            errors.synthesis({"ws": case.ws, **dict(zip(names, case.noises, strict=True))}, ref_img)
+            del ref_img
+    return errors.judge({"batches": list(batches), "noise_modes": ["const", "none", "random"]})
+
+
+@dataclass
+class _Errors:
+    """The largest errors of the exported graphs (onnxruntime) against the PyTorch networks, over every case."""
+
+    m_sess: ort.InferenceSession
+    s_sess: ort.InferenceSession
+    f_sess: ort.InferenceSession | None
+    map_err: float = 0.0
+    img_err: float = 0.0
+    u8_err: int = 0
+    fp16_err: float = 0.0
+
+    def mapping(self, G: AnyGenerator | GeneratorSG3, rng: np.random.RandomState, rows: int) -> np.ndarray:
+        """Random z (and one-hot c) rows through both mappings; returns PyTorch's w ``# [rows, w_dim]``."""
+        cfg = G.cfg
+        feeds: dict[str, np.ndarray] = {"z": rng.randn(rows, cfg.z_dim).astype(np.float32)}
+        if cfg.c_dim:
+            feeds["c"] = np.eye(cfg.c_dim, dtype=np.float32)[rng.randint(0, cfg.c_dim, rows)]
+        with torch.no_grad():
+            c_t = torch.from_numpy(feeds["c"]) if cfg.c_dim else None
+            ref_w = G.mapping(torch.from_numpy(feeds["z"]), c_t).numpy()
+        (got_w,) = self.m_sess.run(["w"], feeds)
+        self.map_err = max(self.map_err, float(np.abs(got_w - ref_w).max()))
+        return ref_w  # type: ignore[no-any-return]
+
+    def synthesis(self, feeds: dict[str, np.ndarray], ref_img: np.ndarray) -> None:
+        """The synthesis graph (and its fp16 variant) on ``feeds`` against PyTorch's ``ref_img`` ``# [N, C, H, W]``."""
+        ref_u8 = np.clip(np.transpose(ref_img, (0, 2, 3, 1)) * 127.5 + 128, 0, 255).astype(np.uint8)
+        img, u8 = self.s_sess.run(["image", "image_uint8"], feeds)
+        self.img_err = max(self.img_err, float(np.abs(img - ref_img).max()))
+        self.u8_err = max(self.u8_err, int(np.abs(u8.astype(np.int16) - ref_u8.astype(np.int16)).max()))
+        del img, u8, ref_u8
+        if self.f_sess is not None:
+            (img16,) = self.f_sess.run(["image"], feeds)
+            self.fp16_err = max(self.fp16_err, float(np.abs(img16 - ref_img).max()))
+
+    def judge(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Record the errors and their bounds in ``report``; VerificationError when one exceeds its bound."""
+        fp16_err = self.fp16_err if self.f_sess is not None else None
+        return _judge(report, self.map_err, self.img_err, self.u8_err, fp16_err)
 
 
 def _judge(
     report: dict[str, Any], map_err: float, img_err: float, u8_err: int, fp16_err: float | None
 ) -> dict[str, Any]:
-    """Record the measured errors and their bounds in ``report``; VerificationError when one exceeds its bound."""
     report.update(
         mapping_max_abs_err=map_err,
         image_max_abs_err=img_err,
@@ -414,41 +433,19 @@ def verify_sg3(
 ) -> dict[str, Any]:
     """:func:`verify` for StyleGAN3: random ws rows per layer, identity and random transforms."""
     rng = np.random.RandomState(seed)
-    cfg = G.cfg
     m_sess, s_sess = _session(mapping_path), _session(synthesis_path)
     f_sess = _session(fp16_path) if fp16_path else None
     w_avg = G.mapping.w_avg.numpy()
-    map_err = img_err = fp16_err = 0.0
-    u8_err = 0
+    errors = _Errors(m_sess, s_sess, f_sess)
     for batch in batches:
-        z = rng.randn(batch * G.num_ws, cfg.z_dim).astype(np.float32)
-        feeds: dict[str, np.ndarray] = {"z": z}
-        c_t = None
-        if cfg.c_dim:
-            feeds["c"] = np.eye(cfg.c_dim, dtype=np.float32)[rng.randint(0, cfg.c_dim, batch * G.num_ws)]
-            c_t = torch.from_numpy(feeds["c"])
-        with torch.no_grad():
-            ref_w = G.mapping(torch.from_numpy(z), c_t).numpy()
-        (got_w,) = m_sess.run(["w"], feeds)
-        map_err = max(map_err, float(np.abs(got_w - ref_w).max()))
-        ws = ref_w.reshape(batch, G.num_ws, -1)
+        ws = errors.mapping(G, rng, batch * G.num_ws).reshape(batch, G.num_ws, -1)
         ws = w_avg + rng.uniform(0.5, 1.0, size=(batch, G.num_ws, 1)).astype(np.float32) * (ws - w_avg)
         for transform in _transforms(rng, batch):
             with torch.no_grad():
                 ref_img = G.synthesis(torch.from_numpy(ws), torch.from_numpy(transform)).numpy()
-            ref_u8 = np.clip(np.transpose(ref_img, (0, 2, 3, 1)) * 127.5 + 128, 0, 255).astype(np.uint8)
-            sfeeds = {"ws": ws, TRANSFORM_INPUT: transform}
-            img, u8 = s_sess.run(["image", "image_uint8"], sfeeds)
-            img_err = max(img_err, float(np.abs(img - ref_img).max()))
-            u8_err = max(u8_err, int(np.abs(u8.astype(np.int16) - ref_u8.astype(np.int16)).max()))
-            del img, u8, ref_u8
-            if f_sess is not None:
-                (img16,) = f_sess.run(["image"], sfeeds)
-                fp16_err = max(fp16_err, float(np.abs(img16 - ref_img).max()))
-                del img16
-            del ref_img, sfeeds
-    report: dict[str, Any] = {"batches": list(batches), "transforms": ["identity", "random translate/rotate"]}
-    return _judge(report, map_err, img_err, u8_err, fp16_err if f_sess is not None else None)
+            errors.synthesis({"ws": ws, TRANSFORM_INPUT: transform}, ref_img)
+            del ref_img
+    return errors.judge({"batches": list(batches), "transforms": ["identity", "random translate/rotate"]})
 
 
 def export_model_sg3(
