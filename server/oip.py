@@ -22,9 +22,7 @@ UNAVAILABLE while warming or draining), translated in :mod:`.status`. Bodies are
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -45,10 +43,9 @@ from . import convert
 from .bodies import SMALL_METHOD_BYTES, BodyParser
 from .convert import Latent, Source, Truncation
 from .engine import Engine, ServedModel
-from .metrics import NO_MODEL
 from .runtime import IMAGE_FLOAT, IMAGE_UINT8, NoiseSpec
-from .service import _deadline
-from .status import quote, status_for
+from .service import _deadline, handling
+from .status import quote
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -301,41 +298,18 @@ def _rpc(
             raise AssertionError("unreachable: errors abort the call")
 
         async def handle(self: OipServicer, request: Any, context: Context) -> Resp:
-            m = self.engine.metrics
-            t0 = time.perf_counter()
-            code = grpc.StatusCode.OK
             name = getattr(request, "model_name", None) or getattr(request, "name", "")
             model = self.models().get(name) if isinstance(name, str) else None
-            label = model.sm.name if model is not None else NO_MODEL
-            m.inflight.inc()
-            details = ""
-            try:
+            sm = model.sm if model is not None else None
+            async with handling(self.engine, method, sm, context, needs_serving=needs_serving):
                 if isinstance(request, Exception):
                     raise request
                 if request is None:
                     raise InvalidArgument(
                         "request", f"the body does not parse as {SERVICE.full_name}.{method}'s request"
                     )
-                if needs_serving:
-                    self.engine.check_serving()
-                with model.sm.busy() if model is not None else contextlib.nullcontext():
-                    return await fn(self, request, context)
-            except Exception as exc:
-                code, details = status_for(exc, method)
-                exc.__traceback__ = None  # Holds this frame, and so the request: see service._handling.
-            except BaseException:  # Cancelled: by the deadline when it has passed, else by the caller.
-                left = context.time_remaining()
-                code = (
-                    grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0 else grpc.StatusCode.CANCELLED
-                )
-                raise
-            finally:
-                m.inflight.dec()
-                m.requests.labels(label, method, code.name).inc()
-                m.request_seconds.labels(label, method).observe(time.perf_counter() - t0)
-            request = None  # The body is released after the abort; this frame must not keep it.
-            await context.abort(code, details)  # Raises.
-            raise AssertionError("unreachable: abort raises")
+                return await fn(self, request, context)
+            raise AssertionError("unreachable: errors abort the call")
 
         return wrapper
 

@@ -78,24 +78,26 @@ def _deadline(context: Context) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def _handling(servicer: StyleServeServicer, method: str, request: Any, context: Context) -> AsyncIterator[None]:
-    """One RPC's bookkeeping: refuse while warming or draining, count it in flight for its model's batchers,
-    record metrics, and answer errors with the status code :func:`.status.status_for` gives.
+async def handling(
+    engine: Engine, method: str, sm: ServedModel | None, context: Context, *, needs_serving: bool = True
+) -> AsyncIterator[None]:
+    """One RPC's bookkeeping, for every servicer (``styleserve.v1`` and the Open Inference Protocol): refuse while
+    warming or draining (``needs_serving``), count it in flight for its model's batchers, record metrics, and
+    answer errors with the status code :func:`.status.status_for` gives.
 
-    The metrics' ``model`` label is the request's model only when it is served, else ``NO_MODEL``: a client
-    cannot create series. gRPC ends an expired call by cancelling its handler; that counts as
+    The metrics' ``model`` label is ``sm``'s name (a served model the caller looked up), else ``NO_MODEL``: a
+    client cannot create series. gRPC ends an expired call by cancelling its handler; that counts as
     DEADLINE_EXCEEDED (the call's deadline has passed), any other cancellation as CANCELLED."""
-    engine = servicer.engine
     m = engine.metrics
     t0 = time.perf_counter()
     deadline = _deadline(context)
     code = grpc.StatusCode.OK
-    sm = engine.models.get(getattr(request, "model", ""))
     model = sm.name if sm is not None else NO_MODEL
     m.inflight.inc()
     details: str | None = None
     try:
-        engine.check_serving()
+        if needs_serving:
+            engine.check_serving()
         with sm.busy() if sm is not None else contextlib.nullcontext():
             yield
     except (asyncio.CancelledError, GeneratorExit):
@@ -132,7 +134,7 @@ def _rpc(
         method = fn.__name__
         async with self.bodies.parsed(method, REQUEST_TYPES[method], request) as box:
             del request
-            async with _handling(self, method, box[0], context):
+            async with handling(self.engine, method, self.engine.models.get(getattr(box[0], "model", "")), context):
                 return await fn(self, _parsed(method, box[0]), context)
         raise AssertionError("unreachable: errors abort the call")
 
@@ -147,7 +149,7 @@ def _rpc_stream(
         method = fn.__name__
         async with self.bodies.parsed(method, REQUEST_TYPES[method], request) as box:
             del request
-            async with _handling(self, method, box[0], context):
+            async with handling(self.engine, method, self.engine.models.get(getattr(box[0], "model", "")), context):
                 async for item in fn(self, _parsed(method, box[0]), context):
                     yield item
 
