@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -41,7 +40,7 @@ from .convert import Output, Source, tensor_from_proto
 from .engine import Engine, ServedModel, apply_edits
 from .metrics import NO_MODEL
 from .runtime import IMAGE_UINT8, NoiseSpec
-from .status import RateLimitedLog, status_for
+from .status import status_for
 from .wcache import content_key
 
 F32 = npt.NDArray[np.float32]
@@ -55,8 +54,6 @@ SERVICE = pb.DESCRIPTOR.services_by_name["StyleServe"]
 REQUEST_TYPES: dict[str, type[Message]] = {m.name: getattr(pb, m.input_type.name) for m in SERVICE.methods}
 RESPONSE_TYPES: dict[str, type[Message]] = {m.name: getattr(pb, m.output_type.name) for m in SERVICE.methods}
 
-log = logging.getLogger("styleserve.server")
-malformed_log = RateLimitedLog(log)
 
 
 def add_to_server(servicer: StyleServeServicer, server: grpc.aio.Server) -> None:
