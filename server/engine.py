@@ -150,14 +150,19 @@ class Engine:
         return sm.active if sm is not None else 0
 
     async def warmup(self) -> None:
-        """Run every model at batch 1 and at the max batch size, then report serving."""
+        """Run every model at batch 1 and at its largest graph run (see ModelRuntime.warmup_batches), then serve."""
         loop = asyncio.get_running_loop()
         sizes = sorted({1, self.config.max_batch_size})
         for name, rt in self.runtimes.items():
             t0 = time.perf_counter()
             await loop.run_in_executor(self.infer_pool, rt.warmup, sizes)
-            log.info(
-                "warmed up model %s on %s in %.2f s (batches %s)", name, rt.provider, time.perf_counter() - t0, sizes
+            log.info(  # The graph runs made, not the sizes asked for: runs are capped by --max-run-pixels.
+                "warmed up model %s on %s in %.2f s (batch sizes run: %s; batches up to %d)",
+                name,
+                rt.provider,
+                time.perf_counter() - t0,
+                rt.warmed_batches,
+                self.config.max_batch_size,
             )
         self.state = "serving"
         self.metrics.ready.set(1)

@@ -111,3 +111,14 @@ def test_arena_setting_never_changes_an_image(
         b = arena.run_synthesis(ws, noise, (IMAGE_UINT8, IMAGE_FLOAT))
         assert np.array_equal(a[IMAGE_UINT8], b[IMAGE_UINT8])
         assert np.allclose(a[IMAGE_FLOAT], b[IMAGE_FLOAT], rtol=0, atol=1e-6)
+
+
+def test_server_logs_the_warm_up_runs_it_made(tiny_uncond_model: Path, tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    """The start-up log names the graph-run sizes warm-up really ran (capped by --max-run-pixels), beside the
+    largest batch the batcher may form: an operator sizing memory reads the runs, not the flag."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_uncond_model, repo / "m")
+    r = ModelManifest.load(tiny_uncond_model).img_resolution
+    s = start_server(repo, "--max-batch-size", "16", "--max-run-pixels", str(4 * r * r), "--intra-op-threads", "1")
+    line = next(ln for ln in s.log().splitlines() if "warmed up model tiny-uncond " in ln)
+    assert "batch sizes run: [1, 4]; batches up to 16" in line, line
