@@ -93,6 +93,15 @@ def render(f: Mapping[str, Tensor], noise: Tensor | None = None, res: int = RESO
     """Images ``[N, 3, res, res]`` in ``[-1, 1]`` of factors ``{name: [N]}``; ``noise`` ``[N or 1, 1, res, res]``
     is the grain plane (``None``: no grain). ``res`` below 64 draws the same picture with edges softened to
     its pixel size (the training schedule's low-resolution phases)."""
+    return render_with_masks(f, noise, res)[0]
+
+
+def render_with_masks(
+    f: Mapping[str, Tensor], noise: Tensor | None = None, res: int = RESOLUTION
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`render`'s image plus two soft coverage masks ``[N, 1, res, res]`` in ``[0, 1]``: the head (hair,
+    face and everything on it) and the face's features (eyes, glasses, mouth). The training loss weighs
+    pixels by them (:mod:`styleserve.export.train_demo`)."""
     n = f["pos_x"].shape[0]
     r = res
     soft = SOFT * RESOLUTION / r
@@ -127,10 +136,16 @@ def render(f: Mapping[str, Tensor], noise: Tensor | None = None, res: int = RESO
     if noise is not None:
         img = img + (GRAIN / 2) * noise.to(torch.float32)  # the background only: covered by the head below
 
-    def paint(cov: Tensor, rgb: Tensor) -> None:
-        nonlocal img
+    bare = torch.ones(n, 1, r, r)  # what is left uncovered by the head
+    plain = torch.ones(n, 1, r, r)  # what is left uncovered by the features
+
+    def paint(cov: Tensor, rgb: Tensor, feature: bool = False) -> None:
+        nonlocal img, bare, plain
         a = cov.unsqueeze(1)  # [N, 1, H, W]
         img = img * (1 - a) + rgb.view(-1, 3, 1, 1) * a
+        bare = bare * (1 - a)
+        if feature:
+            plain = plain * (1 - a)
 
     # Hair behind the head: a crop (hl = 0) to long hair down to the shoulders (hl = 1).
     hair_top = _ellipse(u, v, 0.0, -0.12 * fh, fw * 1.18, fh * 1.0)
@@ -148,28 +163,30 @@ def render(f: Mapping[str, Tensor], noise: Tensor | None = None, res: int = RESO
     er = fw * 0.22
     for side in (-1.0, 1.0):
         paint(
-            _cover(_ellipse(u, v, side * ex, ey, er, er * (0.08 + 0.72 * open_))) * (open_ > 0.0), _WHITE.expand(n, 3)
+            _cover(_ellipse(u, v, side * ex, ey, er, er * (0.08 + 0.72 * open_))) * (open_ > 0.0),
+            _WHITE.expand(n, 3),
+            feature=True,
         )
         iris = _ellipse(u, v, side * ex, ey, er * 0.55, torch.clamp(er * 0.7 * open_, min=0.012))
-        paint(_cover(iris), _DARK.expand(n, 3))
+        paint(_cover(iris), _DARK.expand(n, 3), feature=True)
     # Glasses: two rings and a bridge, on above 0.5 (a steep soft step).
     g = torch.clamp((f["glasses"] - 0.5) * 12 + 0.5, 0, 1).view(n, 1, 1)
     gr = er * 1.45
     for side in (-1.0, 1.0):
         ring = torch.abs(_ellipse(u, v, side * ex, ey, gr, gr)) - 0.022
-        paint(_cover(ring) * g, _DARK.expand(n, 3))
+        paint(_cover(ring) * g, _DARK.expand(n, 3), feature=True)
     bridge = torch.maximum(torch.abs(v - ey) - 0.02, torch.abs(u) - (ex - gr))
-    paint(_cover(bridge) * g, _DARK.expand(n, 3))
+    paint(_cover(bridge) * g, _DARK.expand(n, 3), feature=True)
     # Mouth: a parabola arc, smile (mouth = 1) or frown (mouth = 0).
     mw = fw * 0.45
     curv = col(f["mouth"] - 0.5) * 0.5
     my = fh * 0.55
     arc = torch.maximum(torch.abs(v - (my - curv * mw * (1 - (u / mw) ** 2))) - 0.035, torch.abs(u) - mw)
-    paint(_cover(arc), _LIPS.expand(n, 3))
+    paint(_cover(arc), _LIPS.expand(n, 3), feature=True)
     # Lighting tint: a global warm/cool colour multiplier.
     t = (f["tint"] - 0.5).view(n, 1, 1, 1)
     img = img * (1 + t * torch.tensor([0.36, 0.0, -0.36]).view(1, 3, 1, 1))
-    return (img * 2 - 1).clamp(-1, 1)
+    return (img * 2 - 1).clamp(-1, 1), 1 - bare, 1 - plain
 
 
 def border_mask(r: int = RESOLUTION, width: int = 2) -> Tensor:

@@ -96,7 +96,7 @@ def test_schedule_parsing() -> None:
 def test_mixed_batches_follow_the_boundaries() -> None:
     torch.manual_seed(0)
     G = Generator(demo_config())
-    ws, noises, target = make_batch(G, 32, 64, torch.Generator().manual_seed(0), mix_prob=1.0)
+    ws, noises, target, _ = make_batch(G, 32, 64, torch.Generator().manual_seed(0), mix_prob=1.0)
     assert ws.shape == (32, 10, 64) and target.shape == (32, 3, 64, 64) and len(noises) == 9
     same = (ws[:, 1:] == ws[:, :-1]).all(-1)  # [N, 9]: layer i+1 equals layer i
     changes = [int(torch.nonzero(~row)[0]) + 1 for row in same]  # every row is mixed once
@@ -109,7 +109,7 @@ def test_training_smoke_reduces_the_loss() -> None:
 
     def loss(G: Generator) -> float:
         with torch.no_grad():
-            ws, noises, target = make_batch(G, 16, 16, torch.Generator().manual_seed(99))
+            ws, noises, target, _ = make_batch(G, 16, 16, torch.Generator().manual_seed(99))
             return float((synthesize_to(G, ws, noises, 16) - target).abs().mean())
 
     torch.manual_seed(3)  # train() starts from the same initialisation
@@ -118,3 +118,21 @@ def test_training_smoke_reduces_the_loss() -> None:
         G = train(cfg, [(16, 20)], batch=8, seed=3, ema_half_life=1e-3, log=log, w_avg_samples=100)
     after = loss(G)
     assert after < before - 0.02, (before, after)
+
+
+def test_render_masks_cover_the_head_and_its_features() -> None:
+    """The loss weights' masks: the features lie inside the head, the border is background, and glasses
+    (on above 0.5) add to the feature mask exactly where they are drawn."""
+    f = world.factors_from_z(_z(16, 5))
+    img, head, features = world.render_with_masks(f)
+    assert torch.equal(img, world.render(f))
+    assert head.shape == features.shape == (16, 1, 64, 64)
+    assert float(head.min()) >= 0 and float(head.max()) <= 1 and float(features.max()) <= 1
+    assert float((features - head).max()) < 1e-5  # features are painted on the head
+    border = world.border_mask()
+    assert float(head[:, 0][:, border].mean()) < 0.2  # the head seldom reaches the border
+    area = features.mean((1, 2, 3))
+    assert float(area.min()) > 0.005 and float(area.max()) < float(head.mean((1, 2, 3)).min())
+    on = dict(f, glasses=torch.ones(16))
+    off = dict(f, glasses=torch.zeros(16))
+    assert float(world.render_with_masks(on)[2].mean()) > float(world.render_with_masks(off)[2].mean()) + 0.002
