@@ -20,12 +20,14 @@ Models: ``bench/networks_bench.py``'s FFHQ-like configs (z = w = 512, channel_ma
 random seeded weights), exported once into ``bench/.cache/``.
 
     python bench/engine_bench.py [--resolutions 64,256] [--batches 1,4,16] [--threads 2] [--error-seeds 32]
-                                 [--serve] [--serve-requests 32] [--serve-concurrency 4] [--json out.json]
+                                 [--serve] [--serve-requests 32] [--serve-rounds 3] [--serve-concurrency 4]
+                                 [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import openvino as ov
+from styleserve.clients import Client
 from styleserve.server.engine_openvino import BF16_MAX_ABS, FP32_MAX_ABS, OpenVINORuntime, cpu_has_bf16
 from styleserve.server.runtime import IMAGE_FLOAT, ModelRuntime, NoiseSpec
 
@@ -152,8 +155,16 @@ def bench_res(res: int, batches: Sequence[int], a: argparse.Namespace, out: dict
 
 
 def bench_serve(res: int, a: argparse.Namespace, out: dict[str, Any]) -> None:
-    """End-to-end Generate through a real server per engine (serve_bench's Server and client loop)."""
-    from serve_bench import Seeds, bench_grpc
+    """End-to-end Generate through a real server per engine, against the raw onnxruntime session, interleaved.
+
+    One server per engine is started and warmed up; then ``--serve-rounds`` rounds each measure, one after
+    the other, the raw onnxruntime session (``run_synthesis`` at batch 1 and 4, the server's own session
+    class in this process) and ``--serve-requests`` Generate calls at ``--serve-concurrency`` on every server.
+    Medians over the rounds are reported, and each engine's ratio to the raw session's best batch is taken
+    round by round (the same minute of the same machine) before its median: a slow minute on a shared
+    host moves both sides of a ratio, not one.
+    """
+    from serve_bench import PSI, Server, run_level, summarize
 
     _, model_dir = build(res)
     name = f"ffhq{res}"
@@ -161,17 +172,99 @@ def bench_serve(res: int, a: argparse.Namespace, out: dict[str, Any]) -> None:
     if cpu_has_bf16():
         runs["ov-bf16"] = ["--engine", "openvino", "--precision", "bf16"]
     common = ["--intra-op-threads", str(a.threads), "--max-batch-size", str(a.serve_max_batch)]
-    results = {}
-    for label, flags in runs.items():
-        with tempfile.TemporaryDirectory() as log_dir:
-            res_list, _ = bench_grpc(model_dir, name, [*common, *flags], [a.serve_concurrency], a.serve_requests,
-                                     a.serve_warmup, Seeds(1000 * len(results)), Path(log_dir))  # fmt: skip
-        r = res_list[0]
-        results[label] = {"img_per_s": round(r.requests / r.wall_s, 3), "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
-                          "mean_synthesis_batch": r.batch_rows.get("synthesis"), "errors": r.errors}  # fmt: skip
-        print(f"  {res} px serve {label}: {results[label]}", flush=True)
+    rt_ort = ModelRuntime(model_dir, device="cpu", intra_op_threads=a.threads)
+    rt_ort.warmup((1, 4))
+    ws = {b: seeds_ws(rt_ort, range(b)) for b in (1, 4)}
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as log_dir:
+        servers: dict[str, Any] = {}
+        clients: dict[str, Client] = {}
+        try:
+            for label, flags in runs.items():
+                (Path(log_dir) / label).mkdir()
+                servers[label] = Server(model_dir, [*common, *flags], Path(log_dir) / label)
+                servers[label].wait_serving()  # one at a time: warm-ups do not overlap
+                clients[label] = Client(servers[label].target, timeout=120.0)
+            seed = 0
+
+            def gen(label: str) -> Any:
+                def one(s: int, c: Client = clients[label]) -> bytes:
+                    (img,) = c.generate(name, [s], psi=PSI, format="png")
+                    data: bytes = img.data
+                    return data
+
+                return one
+
+            for label in runs:  # warm-up requests, not measured
+                run_level(gen(label), range(seed, seed + a.serve_warmup), a.serve_concurrency)
+                seed += a.serve_warmup
+            for r in range(a.serve_rounds):
+                row: dict[str, Any] = {"round": r}
+                for b in (1, 4):
+                    time.sleep(0.3)
+                    fn = functools.partial(rt_ort.run_synthesis, ws[b], None, (IMAGE_FLOAT,))
+                    s = measure(fn, a.min_time, a.min_reps)
+                    row[f"raw_ort_b{b}"] = round(b / s, 3)
+                row["raw_ort_best"] = max(row["raw_ort_b1"], row["raw_ort_b4"])
+                for label in runs:
+                    time.sleep(0.3)  # The previous engine's idle threads stop spinning.
+                    seeds = range(seed, seed + a.serve_requests)
+                    seed += a.serve_requests
+                    wall, lat, err = run_level(gen(label), seeds, a.serve_concurrency)
+                    res_ = summarize("grpc", a.serve_concurrency, wall, lat, err)
+                    ips = a.serve_requests / wall
+                    row[label] = {"img_per_s": round(ips, 3), "p50_ms": res_.p50_ms, "p99_ms": res_.p99_ms,
+                                  "errors": err, "vs_raw_ort": round(ips / row["raw_ort_best"], 3)}  # fmt: skip
+                rounds.append(row)
+                print(f"  {res} px serve round {r}: {row}", flush=True)
+        finally:
+            for c in clients.values():
+                c.close()
+            for srv in servers.values():
+                srv.stop()
+    gc.collect()
+    med = {
+        "raw_ort_best": float(np.median([r["raw_ort_best"] for r in rounds])),
+        **{
+            label: {
+                "img_per_s": float(np.median([r[label]["img_per_s"] for r in rounds])),
+                "vs_raw_ort": float(np.median([r[label]["vs_raw_ort"] for r in rounds])),
+                "p50_ms": float(np.median([r[label]["p50_ms"] for r in rounds])),
+                "p99_ms": float(np.median([r[label]["p99_ms"] for r in rounds])),
+                "errors": sum(r[label]["errors"] for r in rounds),
+            }
+            for label in runs
+        },
+    }
+    print(f"  {res} px serve, medians over {len(rounds)} rounds: {med}", flush=True)
+    print(serve_table(res, a, med))
     out["serve"].append({"res": res, "concurrency": a.serve_concurrency, "requests": a.serve_requests,
-                         "max_batch_size": a.serve_max_batch, "results": results})  # fmt: skip
+                         "max_batch_size": a.serve_max_batch, "rounds": rounds, "median": med})  # fmt: skip
+
+
+SERVE_FLAGS = {
+    "ort": "--engine onnxruntime",
+    "ov-fp32": "--engine openvino",
+    "ov-bf16": "--engine openvino --precision bf16",
+}
+
+
+def serve_table(res: int, a: argparse.Namespace, med: dict[str, Any]) -> str:
+    lines = [
+        f"{res} px, Generate (PNG, psi {0.7}) at concurrency {a.serve_concurrency}, --max-batch-size "
+        f"{a.serve_max_batch}: medians of {a.serve_rounds} interleaved rounds of {a.serve_requests} requests",
+        "| what | img/s | x raw onnxruntime session (per round, median) | p50 ms | p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+        f"| raw onnxruntime session, best of batch 1 / 4 | {med['raw_ort_best']:.2f} | 1.00 | - | - |",
+    ]
+    for label, m in med.items():
+        if label == "raw_ort_best":
+            continue
+        lines.append(
+            f"| server {SERVE_FLAGS[label]} | {m['img_per_s']:.2f} | {m['vs_raw_ort']:.2f} | {m['p50_ms']:.0f} | "
+            f"{m['p99_ms']:.0f} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--serve-warmup", type=int, default=4)
     p.add_argument("--serve-concurrency", type=int, default=4)
     p.add_argument("--serve-max-batch", type=int, default=4)
+    p.add_argument("--serve-rounds", type=int, default=3, help="interleaved measurement rounds (medians reported)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     out: dict[str, Any] = {"models": [], "serve": []}

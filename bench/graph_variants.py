@@ -141,7 +141,11 @@ def bench_blocks(a: argparse.Namespace) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"res": res, "in": cin, "out": cout, "exported_ms": round(base_ms, 2)}
         for name, fn, w in (("polyphase", polyphase, polyphase_weight(wt)), ("merged", merged, merged_weight(wt))):
             ms, got = run_op(fn, w, x, a)
-            row[name] = {"ms": round(ms, 2), "speedup": round(base_ms / ms, 3), "max_abs": float(np.abs(got - base).max())}
+            row[name] = {
+                "ms": round(ms, 2),
+                "speedup": round(base_ms / ms, 3),
+                "max_abs": float(np.abs(got - base).max()),
+            }
         y = torch.randn(1, cout, 2 * h + 1, 2 * h + 1, generator=g)  # the transposed conv's output
         fir_ms, fir_out = run_op(fir_2d, torch.zeros(1), y, a)
         sep_ms, sep_out = run_op(fir_separable, torch.zeros(1), y, a)
