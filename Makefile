@@ -26,12 +26,13 @@ bench-encode:
 	@mkdir -p $(RESULTS)
 	$(PY) bench/encode_bench.py --json $(RESULTS)/encode.json
 
-## onnxruntime vs OpenVINO fp32/bf16 at 256 px: raw synthesis and end-to-end Generate per engine (about 4 min).
+## onnxruntime vs OpenVINO fp32/bf16 at 256 px: raw synthesis, then end-to-end Generate per engine in 5 rounds
+## interleaved with the raw onnxruntime session (medians; about 6 min).
 bench-engines:
 	@mkdir -p $(RESULTS)
 	@echo "load average: $$(cat /proc/loadavg 2>/dev/null)"
 	$(PY) bench/engine_bench.py --resolutions 256 --batches 1,4 --threads $(THREADS) --error-seeds 16 --min-time 0 \
-		--min-reps 3 --serve --serve-requests 16 --serve-warmup 4
+		--min-reps 3 --serve --serve-requests 32 --serve-rounds 5 --serve-warmup 8 --json $(RESULTS)/engines.json
 
 ## A smoke run (about 2 min): 64 px only, short timings, 40 requests per row; does not touch the docs.
 bench-quick:
