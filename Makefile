@@ -3,11 +3,11 @@ PY ?= .venv/bin/python
 THREADS ?= 2
 RESULTS := bench/results
 
-.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale bench-encode bench-engines
+.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale bench-graph bench-encode bench-engines
 
 ## make bench: networks (64/256 px, batch 1/4/16) + serving matrix + 1024 px scale run; prints tables, writes
 ## $(RESULTS)/*.json, rewrites the generated section of docs/BENCHMARKS.md (about 40-50 min on 2 idle cores).
-bench: bench-networks bench-serve bench-scale bench-encode bench-engines
+bench: bench-networks bench-serve bench-scale bench-graph bench-encode bench-engines
 	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --scale $(RESULTS)/scale_1024.json \
 		--command "make bench"
 
@@ -25,6 +25,12 @@ bench-serve:
 bench-encode:
 	@mkdir -p $(RESULTS)
 	$(PY) bench/encode_bench.py --json $(RESULTS)/encode.json
+
+## Up-sampling graph rewrites (polyphase / merged conv + DepthToSpace, separable FIR) against the exported form,
+## at the 64, 256 and 1024 px blocks of FFHQ config F, one thread (about 3 min).
+bench-graph:
+	@mkdir -p $(RESULTS)
+	$(PY) bench/graph_variants.py --threads 1 --seconds 2 --json $(RESULTS)/graph_variants.json
 
 ## onnxruntime vs OpenVINO fp32/bf16 at 256 px: raw synthesis, then end-to-end Generate per engine in 5 rounds
 ## interleaved with the raw onnxruntime session (medians; about 6 min).
