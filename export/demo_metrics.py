@@ -31,12 +31,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import world
 from .networks import Generator
 
-COARSE_WS = range(0, 4)
+COARSE_WS = range(0, 4)  # The groups the demo was trained on, and the SeFa ranges of its export (sefa.range_layers).
+MIDDLE_WS = range(4, 8)
 FINE_WS = range(8, 10)
 
 
@@ -189,8 +190,152 @@ def path_length(G: Generator, n: int = 256, seed: int = 4, eps: float = 1e-2) ->
     }
 
 
-def measure(G: Generator, n: int = 256) -> dict[str, float]:
-    return {**realism(G, n), **style_swap(G, n), **noise_effect(G, n), **path_length(G, n)}
+# ----------------------------------------------------------------------------
+# A learned reader of all 15 factors (also the middle ones, which world.estimate does not read).
+
+
+class FactorProbe(nn.Module):
+    """A small CNN trained on *rendered* images (grain included) to read the world's 15 factors back, in
+    :data:`world.FACTORS` order. It never sees a generated image while training, so on a generated image it
+    reads what the generator drew in the world's own terms. ``# [N, 3, 64, 64] -> [N, 15]`` in [0, 1]"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 32, 3, stride=2, padding=1),  # 32 px
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),  # 16 px
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1),  # 8 px
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(64 * 8 * 8, 128),
+            nn.LeakyReLU(0.2),
+            nn.Linear(128, len(world.FACTORS)),
+        )
+
+    def forward(self, img: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(img))
+
+    def read(self, img: Tensor) -> Tensor:
+        with torch.no_grad():
+            return torch.cat([self(img[i : i + 256]) for i in range(0, img.shape[0], 256)])
+
+
+def _rendered(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` rendered images with fresh grain, and their factors ``[n, 15]``."""
+    f = world.factors_from_z(torch.randn(n, len(world.FACTORS), generator=gen))
+    noise = torch.randn(n, 1, world.RESOLUTION, world.RESOLUTION, generator=gen)
+    return world.render(f, noise), torch.stack([f[k] for k in world.FACTORS], 1)
+
+
+def train_probe(steps: int = 600, batch: int = 64, seed: int = 6) -> FactorProbe:
+    """:class:`FactorProbe` fitted (MSE, Adam) to rendered images drawn fresh every step; seeded."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    probe = FactorProbe()
+    opt = torch.optim.Adam(probe.parameters(), lr=2e-3)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = 2e-3 * (0.1 ** (step / steps))
+        img, f = _rendered(batch, gen)
+        loss = (probe(img) - f).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    return probe.eval().requires_grad_(False)
+
+
+def _r2(pred: Tensor, true: Tensor) -> Tensor:
+    """Per-column coefficient of determination. ``# [N, K] -> [K]``"""
+    return 1 - (pred - true).square().mean(0) / true.var(0, unbiased=False).clamp(min=1e-8)
+
+
+def _group_means(per_factor: Tensor) -> dict[str, float]:
+    idx = {g: [world.FACTORS.index(n) for n in names] for g, names in world.GROUPS.items()}
+    return {g: round(float(per_factor[i].mean()), 3) for g, i in idx.items()}
+
+
+def probe_report(G: Generator, probe: FactorProbe, n: int = 256, seed: int = 7) -> dict[str, float]:
+    """How well the probe reads rendered images (its own held-out R^2 per group), and how well it reads the
+    latent's factors from ``G``'s images (R^2 of the probe on ``G(z)`` against ``factors(z)``, per group):
+    the generator draws the world's factors where the second is close to the first."""
+    gen = torch.Generator().manual_seed(seed)
+    img, f = _rendered(n, gen)
+    z = _z(n, G.cfg.z_dim, seed)
+    fz = world.factors_from_z(z)
+    true = torch.stack([fz[k] for k in world.FACTORS], 1)
+    on_rendered = _group_means(_r2(probe.read(img), f))
+    on_generated = _group_means(_r2(probe.read(_synth(G, _ws(G, z))), true))
+    return {
+        **{f"probe_r2_rendered_{g}": v for g, v in on_rendered.items()},
+        **{f"probe_r2_generated_{g}": v for g, v in on_generated.items()},
+    }
+
+
+def probe_swap(G: Generator, probe: FactorProbe, n: int = 256, seed: int = 8) -> dict[str, float]:
+    """Swap one ws range (coarse 0-3, middle 4-7, fine 8-9) from ``B`` into ``A``; for each factor group, the
+    fraction of the probed ``A`` -> ``B`` difference that moved (``sum |p(mix) - p(A)| / sum |p(B) - p(A)|``)."""
+    za, zb = _z(n, G.cfg.z_dim, seed), _z(n, G.cfg.z_dim, seed + 1)
+    wa, wb = _ws(G, za), _ws(G, zb)
+    pa, pb = probe.read(_synth(G, wa)), probe.read(_synth(G, wb))
+    idx = {g: [world.FACTORS.index(k) for k in names] for g, names in world.GROUPS.items()}
+    out: dict[str, float] = {}
+    for name, layers in (("coarse", COARSE_WS), ("middle", MIDDLE_WS), ("fine", FINE_WS)):
+        mix = wa.clone()
+        mix[:, list(layers)] = wb[:, list(layers)]
+        pm = probe.read(_synth(G, mix))
+        for g, i in idx.items():
+            moved = (pm[:, i] - pa[:, i]).abs().sum() / (pb[:, i] - pa[:, i]).abs().sum().clamp(min=1e-8)
+            out[f"probe_swap_{name}_ws_moves_{g}"] = round(float(moved), 3)
+    return out
+
+
+def direction_effects(
+    G: Generator,
+    probe: FactorProbe,
+    directions: Tensor,
+    layers: Sequence[int],
+    alpha: float = 3.0,
+    n: int = 128,
+    seed: int = 9,
+) -> list[dict[str, float]]:
+    """For each direction ``[K, w_dim]`` applied to ``layers``: the mean probed change of every factor between
+    ``ws + alpha d`` and ``ws - alpha d`` over ``n`` latents, in factor units ([0, 1] ranges)."""
+    ws = _ws(G, _z(n, G.cfg.z_dim, seed))
+    out: list[dict[str, float]] = []
+    for d in directions:
+        lo, hi = ws.clone(), ws.clone()
+        lo[:, list(layers)] -= alpha * d
+        hi[:, list(layers)] += alpha * d
+        delta = (probe.read(_synth(G, hi)) - probe.read(_synth(G, lo))).mean(0)
+        out.append({k: round(float(v), 3) for k, v in zip(world.FACTORS, delta, strict=True)})
+    return out
+
+
+def sefa_report(G: Generator, probe: FactorProbe, count: int = 5, alpha: float = 3.0) -> dict[str, list[str]]:
+    """Per SeFa range (computed as the exporter does), the two factors each of the first ``count`` directions
+    moves most, as ``"factor +0.21, factor -0.08"`` (probed change from ``-alpha`` to ``+alpha``)."""
+    from .onnx_export import ws_slots
+    from .sefa import affine_weights, range_layers, sefa
+
+    slots = ws_slots(G.synthesis)
+    report: dict[str, list[str]] = {}
+    for name, layers in range_layers(slots).items():
+        _, dirs = sefa(affine_weights(G.synthesis, [slots[i] for i in layers]), count)
+        effects = direction_effects(G, probe, torch.from_numpy(dirs.astype("float32")), layers, alpha)
+        report[name] = [
+            ", ".join(f"{k} {v:+.2f}" for k, v in sorted(e.items(), key=lambda kv: -abs(kv[1]))[:2]) for e in effects
+        ]
+    return report
+
+
+def measure(G: Generator, n: int = 256, probe: FactorProbe | None = None) -> dict[str, float]:
+    out = {**realism(G, n), **style_swap(G, n), **noise_effect(G, n), **path_length(G, n)}
+    if probe is not None:
+        out.update(probe_report(G, probe, n))
+        out.update(probe_swap(G, probe, n))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,10 +345,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=512, help="sample size of each measurement (default 512)")
     p.add_argument("--weights", help="a styleserve-format directory (default: the shipped demo weights)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--probe-steps", type=int, default=600, help="training steps of the factor probe")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     trained = make_demo_generator(args.weights) if args.weights else make_demo_generator()
-    report = {"n": args.n, "trained": measure(trained, args.n), "untrained": measure(make_random_generator(), args.n)}
+    probe = train_probe(args.probe_steps)
+    report = {
+        "n": args.n,
+        "trained": measure(trained, args.n, probe),
+        "untrained": measure(make_random_generator(), args.n, probe),
+        "sefa_trained": sefa_report(trained, probe),
+    }
     print(json.dumps(report, indent=2))
     return 0
 

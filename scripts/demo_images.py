@@ -12,7 +12,9 @@ temporary model repository, starts ``styleserve serve`` on a free port, and draw
 * ``demo_noise.png``: one seed under constant noise, no noise and four random noise seeds, and the
   difference between two noise seeds (x4);
 * ``demo_interp.png``: interpolating only the coarse ws (0-3) from one seed's w to another's, then only
-  the fine ws (8-9).
+  the fine ws (8-9);
+* ``demo_edits.png``: semantic edits (the SeFa directions stored at export): one seed, the first directions
+  of the coarse, middle and fine ranges, each applied to its range's ws at strengths -3 .. 3.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from styleserve.clients import Client, Noise, Plan, Source, Style
+from styleserve.clients import Client, Edit, Noise, Plan, Source, Style
 
 MODEL = "demo"
 SCALE = 2  # Nearest-neighbour upscaling of the 64 px images in the figures.
@@ -37,6 +39,9 @@ PAD = 4
 BANDS = (("coarse: ws 0-3 (4-8 px)", 0, 4), ("middle: ws 4-7 (16-32 px)", 4, 8), ("fine: ws 8-9 (64 px)", 8, 10))
 ROWS = (1, 7, 23)
 COLS = (3, 5, 11, 19, 42)
+EDIT_SEED = 7
+EDIT_ALPHAS = (-3.0, -1.5, 0.0, 1.5, 3.0)
+EDITS = (("coarse", 0), ("coarse", 1), ("coarse", 2), ("middle", 0), ("middle", 1), ("fine", 0), ("fine", 1))
 
 
 def _img(a: np.ndarray) -> Image.Image:
@@ -140,6 +145,15 @@ def draw(c: Client, out: Path) -> None:
     labels = [f"coarse t={t:.2f}" for t in ts] + [f"fine t={t:.2f}" for t in ts]
     _strip(strips[0] + strips[1], labels, per_row=8).save(out / "demo_interp.png")
 
+    # Semantic edits: one row per (range, direction), alpha from -3 to 3 (the middle column is the original).
+    plans = [
+        Plan([Style(Source.from_seed(EDIT_SEED).edited(Edit(k, alpha, rng)))])
+        for rng, k in EDITS
+        for alpha in EDIT_ALPHAS
+    ]
+    labels = [f"{rng} d{k} {alpha:+.1f}" for rng, k in EDITS for alpha in EDIT_ALPHAS]
+    _strip(arr(c.synthesize(MODEL, plans)), labels, per_row=len(EDIT_ALPHAS)).save(out / "demo_edits.png")
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -158,7 +172,7 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(30)
-    print(f"figures in {args.out}/: demo_samples.png demo_stylemix.png demo_noise.png demo_interp.png")
+    print(f"figures in {args.out}/: demo_samples.png demo_stylemix.png demo_noise.png demo_interp.png demo_edits.png")
     return 0
 
 
