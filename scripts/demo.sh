@@ -20,6 +20,7 @@ export STYLESERVE_TARGET="127.0.0.1:$port"
 .venv/bin/styleserve health --wait 60
 .venv/bin/styleserve models
 .venv/bin/styleserve generate --model demo --seeds 0-7 --psi 0.7 --out "$out"
-.venv/bin/styleserve grid --model demo --psi 0.7 --out "$out/stylemix_grid.png"
+# Columns give the coarse ws 0-3 (4-8 px: head position, pose, face and hair shape); rows keep the rest.
+.venv/bin/styleserve grid --model demo --psi 0.7 --styles 0-3 --out "$out/stylemix_grid.png"
 kill -TERM $server && wait $server && trap - EXIT
 echo "images: $out/ (server log: $log)"
