@@ -2,7 +2,8 @@
 # torch is pinned to 2.13.0. From PyPI alone that is the multi-GB CUDA build on Linux, so when the PyTorch CPU
 # index answers within a few seconds it is added (pip then picks 2.13.0+cpu); where only PyPI (or a local
 # mirror with a CPU wheel) is reachable, the plain pin is installed. STYLESERVE_TORCH_INDEX overrides the probe
-# (an index URL, or empty for none); STYLESERVE_VENV_DRY_RUN=1 prints the pip command instead of running it.
+# (an index URL, or empty for none); STYLESERVE_VENV_DRY_RUN=1 prints the pip command instead of running it;
+# STYLESERVE_VENV_OFFLINE=1 fails instead of installing (the tests run scripts/demo.sh so).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
@@ -40,8 +41,27 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$extras"
-if [ ! -f "$stamp" ]; then
+pyproject_hash=$(sha256sum pyproject.toml | cut -c1-16)
+stamp=".venv/.installed-$pyproject_hash-$extras"
+# Installed when a stamp of this pyproject.toml names every requested extra: scripts/test.sh installs a superset of
+# scripts/demo.sh's extras, so the demo after the tests installs nothing and needs no network.
+venv_has_extras() {
+  local have want
+  for have in .venv/.installed-"$pyproject_hash"-*; do
+    [ -f "$have" ] || continue
+    have=",${have#.venv/.installed-"$pyproject_hash"-},"
+    for want in ${extras//,/ }; do
+      [[ $have == *",$want,"* ]] || continue 2
+    done
+    return 0
+  done
+  return 1
+}
+if ! venv_has_extras; then
+  if [ "${STYLESERVE_VENV_OFFLINE:-0}" = 1 ]; then
+    echo "scripts/_venv.sh: .venv lacks styleserve[$extras] for this pyproject.toml (STYLESERVE_VENV_OFFLINE=1)" >&2
+    exit 1
+  fi
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   # shellcheck disable=SC2046
   .venv/bin/python -m pip install -q -c constraints.txt $(torch_index_args) -e ".[$extras]"
