@@ -9,6 +9,7 @@ RESULTS := bench/results
 ## $(RESULTS)/*.json, rewrites the generated section of docs/BENCHMARKS.md (about 40-50 min on 2 idle cores).
 bench: bench-networks bench-serve bench-scale bench-graph bench-encode bench-engines
 	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --scale $(RESULTS)/scale_1024.json \
+		--graph $(RESULTS)/graph_variants.json --encode $(RESULTS)/encode.json --engines $(RESULTS)/engines.json \
 		--command "make bench"
 
 bench-networks:

@@ -237,9 +237,10 @@ def bench_serve(res: int, a: argparse.Namespace, out: dict[str, Any]) -> None:
         },
     }
     print(f"  {res} px serve, medians over {len(rounds)} rounds: {med}", flush=True)
-    print(serve_table(res, a, med))
-    out["serve"].append({"res": res, "concurrency": a.serve_concurrency, "requests": a.serve_requests,
-                         "max_batch_size": a.serve_max_batch, "rounds": rounds, "median": med})  # fmt: skip
+    entry = {"res": res, "concurrency": a.serve_concurrency, "requests": a.serve_requests,
+             "max_batch_size": a.serve_max_batch, "rounds": rounds, "median": med}  # fmt: skip
+    print(serve_table(entry))
+    out["serve"].append(entry)
 
 
 SERVE_FLAGS = {
@@ -249,10 +250,14 @@ SERVE_FLAGS = {
 }
 
 
-def serve_table(res: int, a: argparse.Namespace, med: dict[str, Any]) -> str:
+def serve_table(entry: dict[str, Any]) -> str:
+    """One ``out["serve"]`` entry as a markdown table (also bench/report.py's)."""
+    med = entry["median"]
     lines = [
-        f"{res} px, Generate (PNG, psi {0.7}) at concurrency {a.serve_concurrency}, --max-batch-size "
-        f"{a.serve_max_batch}: medians of {a.serve_rounds} interleaved rounds of {a.serve_requests} requests",
+        f"{entry['res']} px, `Generate` (PNG, psi 0.7) at concurrency {entry['concurrency']}, `--max-batch-size "
+        f"{entry['max_batch_size']}`: medians of {len(entry['rounds'])} interleaved rounds of {entry['requests']} "
+        "requests per server",
+        "",
         "| what | img/s | x raw onnxruntime session (per round, median) | p50 ms | p99 ms |",
         "| --- | --- | --- | --- | --- |",
         f"| raw onnxruntime session, best of batch 1 / 4 | {med['raw_ort_best']:.2f} | 1.00 | - | - |",
@@ -264,6 +269,23 @@ def serve_table(res: int, a: argparse.Namespace, med: dict[str, Any]) -> str:
             f"| server {SERVE_FLAGS[label]} | {m['img_per_s']:.2f} | {m['vs_raw_ort']:.2f} | {m['p50_ms']:.0f} | "
             f"{m['p99_ms']:.0f} |"
         )
+    return "\n".join(lines)
+
+
+def raw_table(model: dict[str, Any], errors: bool = True) -> str:
+    """One ``out["models"]`` entry's raw synthesis rows (and errors over seeds) as a markdown table."""
+    engines = [k for k in model["rows"][0] if k not in ("res", "batch")]
+    head = "| batch | " + " | ".join(f"{e} img/s (x ort, max abs)" for e in engines) + " |"
+    lines = [f"{model['res']} px raw `run_synthesis`", "", head, "|" + " --- |" * (len(engines) + 1)]
+    for row in model["rows"]:
+        cells = [
+            f"{row[e]['img_per_s']:.2f} ({row[e]['vs_ort']:.2f}x, {row[e]['max_abs_vs_ort']:.1e})" for e in engines
+        ]
+        lines.append(f"| {row['batch']} | " + " | ".join(cells) + " |")
+    if errors and model.get("errors"):
+        lines += ["", "Max abs vs onnxruntime over seeds: " + "; ".join(
+            f"{e}: const {v['const_max']:.2g}, random {v['random_max']:.2g}" for e, v in model["errors"].items()
+        )]  # fmt: skip
     return "\n".join(lines)
 
 

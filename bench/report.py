@@ -73,6 +73,33 @@ def scale_section(doc: dict[str, Any]) -> str:
     return report(doc)
 
 
+def engines_section(doc: dict[str, Any]) -> str:
+    """bench/engine_bench.py's tables: raw synthesis per engine, then end-to-end Generate per server."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from engine_bench import raw_table, serve_table
+
+    parts = [f"Command: `{doc['command']}`. Load average before/after: {doc['machine']['loadavg_before']} / "
+             f"{doc['machine']['loadavg_after']}."]  # fmt: skip
+    parts += [raw_table(m) for m in doc["models"]]
+    parts += [serve_table(e) for e in doc["serve"]]
+    return "\n\n".join(parts)
+
+
+def graph_section(doc: dict[str, Any]) -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from graph_variants import table
+
+    return "One thread, batch 1, ms per run (x the exported form, max abs difference).\n\n" + table(doc["blocks"])
+
+
+def encode_section(doc: dict[str, Any]) -> str:
+    head = ["px", "encoder", "ms / image (1 core)", "x vs Pillow PNG", "bytes"]
+    rows = [
+        [str(r["res"]), r["encoder"], f"{r['ms']:.2f}", f"{r['speedup']:.1f}", str(r["bytes"])] for r in doc["rows"]
+    ]
+    return md_table(head, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("networks", type=Path)
@@ -80,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md")
     p.add_argument("--command", default="make bench")
     p.add_argument("--scale", type=Path, default=None, help="bench/scale_1024.py's JSON (1024 px section)")
+    p.add_argument("--graph", type=Path, default=None, help="bench/graph_variants.py's JSON")
+    p.add_argument("--encode", type=Path, default=None, help="bench/encode_bench.py's JSON")
+    p.add_argument("--engines", type=Path, default=None, help="bench/engine_bench.py's JSON")
     a = p.parse_args(argv)
     net = json.loads(a.networks.read_text())
     srv = json.loads(a.serve.read_text())
@@ -101,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         serve_section(srv),
         *(["", "### 1024 px: export, serving memory and start-up, vs raw sessions and PyTorch (`bench/scale_1024.py`)",
             "", scale_section(json.loads(a.scale.read_text()))] if a.scale is not None else []),
+        *(["", "### Up-sampling graph rewrites vs the exported form (`bench/graph_variants.py`)",
+            "", graph_section(json.loads(a.graph.read_text()))] if a.graph is not None else []),
+        *(["", "### Image encoding (`bench/encode_bench.py`)",
+            "", encode_section(json.loads(a.encode.read_text()))] if a.encode is not None else []),
+        *(["", "### Engines: onnxruntime vs OpenVINO fp32 / bf16 (`bench/engine_bench.py`)",
+            "", engines_section(json.loads(a.engines.read_text()))] if a.engines is not None else []),
         END,
     ])  # fmt: skip
     text = a.doc.read_text()
