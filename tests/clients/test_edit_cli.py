@@ -49,7 +49,7 @@ def test_edit_strip(server: ServerProcess, tmp_path: Path) -> None:
     assert not np.array_equal(got[:, :16], got[:, 16:32])  # the edit moves the image
     assert np.array_equal(decode(cells / "dir0_alpha3.png"), got[:, 32:])
     assert [d.layer_range for d in info.directions] == ["all", "coarse", "middle"]
-    assert info.directions[0].count == 16 and info.directions[1].layers == [0, 1, 2]
+    assert info.directions[0].count == 16 and info.directions[1].layers == [0, 1, 2, 3]  # ws 3 feeds b8.torgb
 
     rows = tmp_path / "rows.png"
     r = run("edit", "--model", MODEL, "--seed", "42", "--direction", "0-2", "--range", "coarse", "--alphas", "-1,1",
