@@ -8,7 +8,9 @@ The generator is :class:`~styleserve.export.networks.Generator` with :func:`styl
 inputs). The world gives the exact image for every latent, so instead of a discriminator the generator is
 trained to *render* it:
 
-* ``z`` ``[N, z_dim]`` standard normal; target ``world.render(world.factors_from_z(z), grain)``; loss L1.
+* ``z`` ``[N, z_dim]`` standard normal; target ``world.render(world.factors_from_z(z), grain)``; loss L1 with
+  each pixel weighted by ``1 + HEAD_WEIGHT * head + FEATURE_WEIGHT * features`` (the renderer's coverage masks:
+  the background is most of the image and easy, the eyes, glasses and mouth a few pixels each).
 * **Style-mixing targets.** Half of each batch is mixed: ``ws[:, :k]`` from ``mapping(z1)``, ``ws[:, k:]``
   from ``mapping(z2)``, for ``k`` = 4 (the coarse/middle boundary: 4-8 px layers) or ``k`` = 8 (the
   middle/fine boundary: 64 px layers); the target takes the factor groups above the boundary from
@@ -17,14 +19,14 @@ trained to *render* it:
 * **Noise drives the stochastic detail.** Every noise input gets a fresh standard normal plane per image;
   the target's background grain is the very plane fed to ``b64.conv1``, so that input (and only it) is
   worth using.
-* **Progressive schedule** (to fit a loaded CPU): phases at output resolution 16, 32 and 64. A phase at
-  resolution ``R`` runs the synthesis blocks up to ``R`` and compares their skip image with the target
+* **Progressive schedule** (to fit one CPU core in about an hour): phases at output resolution 16, 32 and 64.
+  A phase at resolution ``R`` runs the synthesis blocks up to ``R`` and compares their skip image with the target
   average-pooled to ``R`` (no grain below 64 px, mixing at ``k`` = 4 only); the 64 px phase is the full
   network, the same function that is exported.
 * Adam (betas 0.9, 0.99), the mapping network at a higher learning rate (its weights carry the official
-  ``lr_multiplier`` 0.01), an exponential moving average of the weights (the shipped ones, as the
-  official ``G_ema``). Afterwards ``w_avg`` is estimated as for any checkpoint without one and the
-  constant noise planes are drawn from a fixed seed.
+  ``lr_multiplier`` 0.01), both falling linearly to a tenth over the last quarter of the steps, an exponential
+  moving average of the weights (the shipped ones, as the official ``G_ema``). Afterwards ``w_avg`` is
+  estimated as for any checkpoint without one and the constant noise planes are drawn from a fixed seed.
 
 Everything is seeded (``--seed``); torch runs ``--threads`` threads. Progress goes to stdout, one line per
 ``--log-every`` steps.
