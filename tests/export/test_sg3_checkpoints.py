@@ -3,7 +3,6 @@ the allow-list unpickler: the generator they hold, other layer counts / margins,
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,22 +17,8 @@ from styleserve.errors import CheckpointError, UnsupportedArchitecture
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ckpt_writers as cw
-
-
-def _load_networks_test() -> Any:
-    name = "styleserve_tests_export_test_networks_sg3"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_networks_sg3.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_nets = _load_networks_test()
-MOVES, _make, ref = _nets.MOVES, _nets._make, _nets.ref
+from sg3_models import MOVES, ref
+from sg3_models import make_tiny as _make
 
 
 def _snapshot(tmp_path: Path, G: GeneratorSG3, name: str = "snap.pkl", **extra: Any) -> tuple[dict[str, Any], Path]:

@@ -7,7 +7,6 @@ non-finite or out-of-range transforms, a transform count that fits no image coun
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -24,22 +23,9 @@ from styleserve.v1 import styleserve_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ckpt_writers as cw
+from sg3_models import MOVES, ref
+from sg3_models import make_tiny as _make
 
-
-def _load_networks_test() -> Any:
-    name = "styleserve_tests_export_test_networks_sg3"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_networks_sg3.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_nets = _load_networks_test()
-MOVES, _make, ref = _nets.MOVES, _nets._make, _nets.ref
 RAW = pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_FLOAT32)
 CASES = ("T16", "R16")
 SG2 = "tiny-uncond"
@@ -192,8 +178,9 @@ def test_transform_helper_is_gen_images() -> None:
         assert np.allclose(input_transform((tx, ty), deg), np.linalg.inv(ref.make_transform((tx, ty), deg)), atol=1e-7)
 
 
-def test_cli_generate_translate_rotate_is_gen_images(served: Any, sg3_repo: tuple[Path, dict[str, Any]],
-                                                      tmp_path: Path) -> None:
+def test_cli_generate_translate_rotate_is_gen_images(
+    served: Any, sg3_repo: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     """``styleserve generate --seeds 0,5 --trunc 0.7 --translate 0.3,1 --rotate 30``: gen_images.py's PNGs (the
     reference's uint8 conversion, within one level of float rounding); a walk pans and rotates frame by frame."""
     from PIL import Image

@@ -7,7 +7,6 @@ planes only and does not feed a ``transform`` yet.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,21 +25,9 @@ from styleserve.errors import ManifestError
 from styleserve.latent import broadcast_ws, truncate, z_from_seeds
 from styleserve.manifest import ModelManifest
 
-
-def _load_networks_test() -> Any:
-    name = "styleserve_tests_export_test_networks_sg3"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_networks_sg3.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_nets = _load_networks_test()
-MOVES, _make, ref = _nets.MOVES, _nets._make, _nets.ref
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sg3_models import MOVES, ref
+from sg3_models import make_tiny as _make
 
 
 @pytest.fixture(scope="module", params=["T16", "R32-cond"])
