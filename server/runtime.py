@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -215,13 +215,7 @@ def load_noise_const(path: Path, m: ModelManifest, where: str) -> dict[str, F32]
                         f"a [{n.resolution}, {n.resolution}] float32 plane needs {need}; refused before inflating"
                     )
                 with zf.open(info) as fp:
-                    version = np.lib.format.read_magic(fp)
-                    if version == (1, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-                    elif version == (2, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-                    else:
-                        raise ValueError(f"{info.filename}: .npy format version {version} is not supported")
+                    shape, fortran, dtype = read_npy_header(fp, info.filename)
                     if shape != (n.resolution, n.resolution) or dtype.kind != "f" or dtype.itemsize != 4:
                         raise ManifestError(
                             f"{where}: noise_inputs[{i}].resolution: {n.resolution} disagrees with {path.name} "
@@ -241,6 +235,17 @@ def load_noise_const(path: Path, m: ModelManifest, where: str) -> dict[str, F32]
     return out
 
 
+def read_npy_header(fp: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """An ``.npy`` header (format 1.0 or 2.0) as (shape, fortran order, dtype), read before any data so that the
+    caller can check it against the manifest; ValueError for another version."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fp)  # type: ignore[no-any-return]
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fp)  # type: ignore[no-any-return]
+    raise ValueError(f"{name}: .npy format version {version} is not supported")
+
+
 def load_directions(path: Path, m: ModelManifest, where: str) -> dict[str, F32]:
     """Range name -> its unit directions ``[count, w_dim]``, from ``directions.file``: the header is checked
     against the manifest before the (size-capped, see :func:`check_file_sizes`) data is read."""
@@ -249,13 +254,7 @@ def load_directions(path: Path, m: ModelManifest, where: str) -> dict[str, F32]:
     want = directions_shape(m)
     try:
         with open(path, "rb") as fp:
-            version = np.lib.format.read_magic(fp)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-            else:
-                raise ValueError(f".npy format version {version} is not supported")
+            shape, fortran, dtype = read_npy_header(fp, path.name)
             if shape != want or dtype.kind != "f" or dtype.itemsize != 4:
                 raise ManifestError(
                     f"{where}: {field}: {path.name} holds {dtype} {list(shape)}, directions need float32 {list(want)}"
