@@ -47,7 +47,7 @@ from torch import Tensor
 from styleserve.errors import CheckpointError, UnsupportedArchitecture
 
 from ._pickle import TFNetwork, WalkBudget, describe
-from .checkpoints_v1 import _component, _kw, _kw_str, _pick_gs, _plain, _shape, _vars, looks_tf
+from .checkpoints_v1 import _component, _kw, _kw_str, _pick_gs, _plain, _shape, _vars, looks_tf, tf_mapping_shape
 from .networks import (
     ACTIVATIONS,
     ARCHITECTURES,
@@ -112,22 +112,8 @@ def from_tf2_pickle(obj: Any) -> tuple[GeneratorConfig, dict[str, Tensor], str, 
         )
 
     # Mapping, from the shapes.
-    num_layers = 0
-    while f"Dense{num_layers}/weight" in mvars:
-        num_layers += 1
-    if num_layers == 0:
-        raise CheckpointError("TF pickle is missing variable G_mapping/Dense0/weight")
-    d0 = _shape(mvars, "Dense0/weight", "G_mapping", 2)
-    w_dim = _shape(mvars, f"Dense{num_layers - 1}/weight", "G_mapping", 2)[1]
-    if "LabelConcat/weight" in mvars:
-        c_dim, z_dim = _shape(mvars, "LabelConcat/weight", "G_mapping", 2)
-        if d0[0] != 2 * z_dim:
-            raise CheckpointError(
-                f"TF pickle: G_mapping/Dense0/weight takes {d0[0]} features, LabelConcat gives {2 * z_dim}"
-            )
-    else:
-        c_dim, z_dim = 0, d0[0]
-    hidden = d0[1] if num_layers > 1 else w_dim
+    num_layers, z_dim, c_dim, w_dim, hidden = tf_mapping_shape(mvars)
+    hidden = hidden if num_layers > 1 else w_dim
 
     # Synthesis, from the shapes.
     res_found = sorted(int(m.group(1)) for k in svars if (m := _RES_RE.match(k)))

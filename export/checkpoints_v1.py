@@ -133,6 +133,28 @@ def _shape(vars_: Mapping[str, np.ndarray[Any, Any]], name: str, where: str, ndi
     return shape
 
 
+def tf_mapping_shape(mvars: Mapping[str, np.ndarray[Any, Any]]) -> tuple[int, int, int, int, int]:
+    """A TF ``G_mapping``'s (num_layers, z_dim, c_dim, w_dim, Dense0 output features), from its variables'
+    shapes (StyleGAN v1 and v2 alike): ``Dense0..DenseN-1``, and with labels ``LabelConcat`` ``[c_dim, z_dim]``
+    whose embedding is concatenated to z, so that Dense0 takes ``2 * z_dim`` features."""
+    num_layers = 0
+    while f"Dense{num_layers}/weight" in mvars:
+        num_layers += 1
+    if num_layers == 0:
+        raise CheckpointError("TF pickle is missing variable G_mapping/Dense0/weight")
+    d0 = _shape(mvars, "Dense0/weight", "G_mapping", 2)
+    w_dim = _shape(mvars, f"Dense{num_layers - 1}/weight", "G_mapping", 2)[1]
+    if "LabelConcat/weight" in mvars:
+        c_dim, z_dim = _shape(mvars, "LabelConcat/weight", "G_mapping", 2)
+        if d0[0] != 2 * z_dim:
+            raise CheckpointError(
+                f"TF pickle: G_mapping/Dense0/weight takes {d0[0]} features, LabelConcat gives {2 * z_dim}"
+            )
+    else:
+        c_dim, z_dim = 0, d0[0]
+    return num_layers, z_dim, c_dim, w_dim, d0[1]
+
+
 def _component(gs: TFNetwork, key: str, func: str) -> TFNetwork:
     comp = gs.components.get(key)
     if not isinstance(comp, TFNetwork):
@@ -173,18 +195,8 @@ def from_tf_pickle(obj: Any) -> tuple[GeneratorConfigV1, dict[str, Tensor], str,
         raise UnsupportedArchitecture("unsupported architecture: dtype other than float32")
 
     # Mapping, from the shapes.
-    num_layers = 0
-    while f"Dense{num_layers}/weight" in mvars:
-        num_layers += 1
-    if num_layers == 0:
-        raise CheckpointError("TF pickle is missing variable G_mapping/Dense0/weight")
-    d0 = _shape(mvars, "Dense0/weight", "G_mapping", 2)
-    w_dim = _shape(mvars, f"Dense{num_layers - 1}/weight", "G_mapping", 2)[1]
-    if "LabelConcat/weight" in mvars:
-        c_dim, z_dim = _shape(mvars, "LabelConcat/weight", "G_mapping", 2)
-    else:
-        c_dim, z_dim = 0, d0[0]
-    fmaps = d0[1] if num_layers > 1 else int(_kw(mnet, gs, "mapping_fmaps", 512))
+    num_layers, z_dim, c_dim, w_dim, hidden = tf_mapping_shape(mvars)
+    fmaps = hidden if num_layers > 1 else int(_kw(mnet, gs, "mapping_fmaps", 512))
 
     # Synthesis, from the shapes.
     res_found = sorted(int(m.group(1)) for k in svars if (m := _RES_RE.match(k)))
