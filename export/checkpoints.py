@@ -97,8 +97,8 @@ from styleserve.export._pickle import (
     load_torch_zip,
     restricted_load,
 )
-from styleserve.export.checkpoints_official import looks_official, read_official
-from styleserve.export.checkpoints_rosinality import looks_rosinality, read_rosinality
+from styleserve.export.checkpoints_official import OFFICIAL_READER, SG3_PKL_READER
+from styleserve.export.checkpoints_rosinality import ROSINALITY_READER
 from styleserve.export.checkpoints_rosinality import rosinality_to_official as rosinality_to_official
 from styleserve.export.checkpoints_tf2 import READER as TF2_READER
 from styleserve.export.checkpoints_v1 import ROSINALITY_V1_READER, TF_READER
@@ -340,28 +340,11 @@ def _load_native(p: Path) -> Checkpoint:
 
 READERS: tuple[Reader, ...] = (
     ROSINALITY_V1_READER,  # checkpoints_v1
-    Reader(  # checkpoints_rosinality
-        name="rosinality-pt",
-        summary="rosinality stylegan2-pytorch .pt (g_ema)",
-        detect=looks_rosinality,
-        read=read_rosinality,
-        containers=("zip", "legacy"),
-        container_text="a torch.save file as rosinality writes",
-    ),
+    ROSINALITY_READER,  # checkpoints_rosinality
     TF2_READER,  # checkpoints_tf2
     TF_READER,  # checkpoints_v1
-    Reader(  # checkpoints_official
-        name="stylegan2-ada-pkl",
-        summary="official NVlabs stylegan2-ada-pytorch / stylegan3 .pkl (G_ema; StyleGAN2 or StyleGAN3 by content)",
-        detect=looks_official,
-        read=read_official,
-    ),
-    Reader(  # checkpoints_official, the same reader recorded under this name
-        name="stylegan3-pkl",
-        summary="official NVlabs stylegan3 .pkl (read as stylegan2-ada-pkl; recorded under this name)",
-        detect=looks_official,
-        read=read_official,
-    ),
+    OFFICIAL_READER,  # checkpoints_official
+    SG3_PKL_READER,  # checkpoints_official, the same reader recorded under this name
 )
 NATIVE_SUMMARY = "the styleserve format: a directory with config.json + weights.safetensors (or the file)"
 FORMATS: tuple[str, ...] = (*(r.name for r in READERS), "styleserve")

@@ -30,7 +30,7 @@ from ._pickle import PersistentObject, WalkBudget, describe
 from .checkpoints_sg3 import from_official_sg3, looks_sg3
 from .networks import ACTIVATIONS, GeneratorConfig, MappingConfig, SynthesisConfig, expected_shapes
 from .networks_sg3 import GeneratorConfigSG3
-from .readers import Read, _describe_top, _jsonable, _py, _taps_from_filter
+from .readers import Read, Reader, _describe_top, _jsonable, _py, _taps_from_filter
 from .readers import finish_stylegan2 as _finish
 
 __all__ = ["looks_official", "read_official"]
@@ -386,3 +386,17 @@ def looks_official(obj: Any) -> bool:
 def read_official(obj: Any, resolution: int | None) -> Read:
     cfg, state, fmt, source_class, notes, init_kwargs = _from_official(obj)
     return Read(cfg, state, source_class, notes, init_kwargs, format=fmt)  # stylegan2-ada-pkl or stylegan3-pkl.
+
+
+OFFICIAL_READER = Reader(
+    name="stylegan2-ada-pkl",
+    summary="official NVlabs stylegan2-ada-pytorch / stylegan3 .pkl (G_ema; StyleGAN2 or StyleGAN3 by content)",
+    detect=looks_official,
+    read=read_official,
+)
+SG3_PKL_READER = Reader(
+    name="stylegan3-pkl",
+    summary="official NVlabs stylegan3 .pkl (read as stylegan2-ada-pkl; recorded under this name)",
+    detect=looks_official,
+    read=read_official,
+)

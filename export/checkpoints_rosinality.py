@@ -22,7 +22,7 @@ from styleserve.errors import CheckpointError
 from . import networks
 from ._pickle import Namespace, WalkBudget, describe
 from .networks import GeneratorConfig, MappingConfig, SynthesisConfig, expected_shapes, setup_filter
-from .readers import Read, _describe_top, _jsonable, _py, _taps_from_filter
+from .readers import Read, Reader, _describe_top, _jsonable, _py, _taps_from_filter
 from .readers import finish_stylegan2 as _finish
 
 __all__ = ["looks_rosinality", "read_rosinality", "rosinality_to_official"]
@@ -266,3 +266,13 @@ def rosinality_to_official(
             if not isinstance(theirs, (int, float, str)) or theirs != mine:
                 notes.append(f"args.{key}={describe(theirs)} disagrees with the weights ({mine}); the weights win")
     return cfg, state, notes, init_kwargs
+
+
+ROSINALITY_READER = Reader(
+    name="rosinality-pt",
+    summary="rosinality stylegan2-pytorch .pt (g_ema)",
+    detect=looks_rosinality,
+    read=read_rosinality,
+    containers=("zip", "legacy"),
+    container_text="a torch.save file as rosinality writes",
+)
