@@ -101,13 +101,15 @@ def noise_inputs(synthesis: AnySynthesis) -> list[NoiseInput]:
 
 
 def ws_slots(synthesis: AnySynthesis) -> list[WsSlot]:
+    """One slot per ws index: the layers it feeds and the lowest of their resolutions (conv layers by their own,
+    a to-RGB ``b{res}.torgb`` by its block's). A StyleGAN2 index shared by the 8 px to-RGB and the 16 px
+    up-sampling conv is an 8 px index, coarse, as that index is in StyleGAN v1 (two per resolution) and in the
+    paper's style-mixing figure: a 1024 px generator's ws 0-3 are 4-8 px, 4-7 16-32 px, 8-17 64 px and up."""
     res_of = {name: layer.resolution for name, layer in synthesis.noise_layers()}
-    out = []
-    for i, layers in enumerate(synthesis.ws_table()):
-        convs = [res_of[n] for n in layers if n in res_of]
-        res = min(convs) if convs else int(layers[0].split(".")[0][1:])
-        out.append(WsSlot(index=i, layers=layers, resolution=res))
-    return out
+    return [
+        WsSlot(index=i, layers=layers, resolution=min(res_of.get(n, int(n.split(".")[0][1:])) for n in layers))
+        for i, layers in enumerate(synthesis.ws_table())
+    ]
 
 
 def _export(

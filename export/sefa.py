@@ -15,10 +15,9 @@ the top eigenvectors of ``A^T A``. As in the official implementation (genforce/s
   arbitrary (``n`` and ``-n`` are both eigenvectors): it is fixed so that its largest-magnitude component is
   positive, so that two computations agree.
 
-Ranges (layer sets), from the manifest's ``ws_layers`` as in the StyleGAN paper's style-mixing figure (coarse
-4-8 px, middle 16-32 px, fine 64 px and up), each ws index placed by the *lowest* resolution of the layers it
-feeds: the index a StyleGAN2 shares between the 8 px to-RGB and the 16 px up-sampling conv is coarse, as that
-index is in StyleGAN v1 (two per resolution). ``all``; ``coarse`` = at most 8 px; ``middle`` 16-32 px; ``fine``
+Ranges (layer sets), from the manifest's ``ws_layers`` resolutions (the lowest resolution each ws index feeds,
+see ``onnx_export.ws_slots``) as in the StyleGAN paper's style-mixing figure (coarse 4-8 px, middle 16-32 px,
+fine 64 px and up). ``all``; ``coarse`` = at most 8 px; ``middle`` 16-32 px; ``fine``
 at least 64 px (a 1024 px StyleGAN2: ws 0-3, 4-7, 8-17; the 64 px demo: 0-3, 4-7, 8-9, the groups it was
 trained on). An empty range is not stored (a 32 px model has no ``fine``). The top :data:`DEFAULT_COUNT` directions
 (at most ``w_dim``) of each range go into ``directions.npy`` ``[ranges, count, w_dim]`` float32, in the order of
@@ -27,7 +26,6 @@ trained on). An empty range is not stored (a 32 px model has no ``fine``). The t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,21 +40,13 @@ F64 = npt.NDArray[np.float64]
 
 DEFAULT_COUNT = 16  # Directions stored per range (at most w_dim).
 DIRECTIONS_FILE = "directions.npy"
-COARSE_MAX_RES = 8  # coarse: first conv <= 8 px; middle: 16..32 px; fine: >= 64 px.
+COARSE_MAX_RES = 8  # coarse: ws_layers resolution <= 8 px; middle: 16..32 px; fine: >= 64 px.
 FINE_MIN_RES = 64
-_BLOCK = re.compile(r"b(\d+)\.torgb$")  # a StyleGAN2 block's to-RGB layer, e.g. "b8.torgb"
-
-
-def lowest_resolution(slot: WsSlot) -> int:
-    """The lowest resolution among the layers a ws index feeds: its first conv's (``slot.resolution``) or that of
-    a StyleGAN2 block's to-RGB layer named ``b{res}.torgb`` it also feeds."""
-    blocks = [int(m.group(1)) for m in (_BLOCK.match(name) for name in slot.layers) if m is not None]
-    return min([slot.resolution, *blocks])
 
 
 def range_layers(ws_layers: Sequence[WsSlot]) -> dict[str, list[int]]:
     """Range name -> its ws indices (non-empty ranges only, in :data:`DIRECTION_RANGES` order)."""
-    res = {s.index: lowest_resolution(s) for s in ws_layers}
+    res = {s.index: s.resolution for s in ws_layers}
     groups = {
         "all": [s.index for s in ws_layers],
         "coarse": [i for i, r in res.items() if r <= COARSE_MAX_RES],

@@ -53,7 +53,7 @@ class NoiseInput:
 class WsSlot:
     index: int  # Index into ws [N, num_ws, w_dim].
     layers: list[str]  # Layers this w feeds, e.g. ["b4.torgb", "b8.conv0"].
-    resolution: int  # Resolution of the first conv layer it feeds (coarse = small).
+    resolution: int  # Lowest resolution among the layers it feeds (coarse = small; export/onnx_export.ws_slots).
 
 
 @dataclass(frozen=True)

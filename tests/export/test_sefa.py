@@ -28,17 +28,13 @@ def numpy_sefa(weights: list[np.ndarray], count: int) -> tuple[np.ndarray, np.nd
 
 
 def expected_ranges(slots: list[WsSlot]) -> dict[str, list[int]]:
-    """The documented rule: coarse <= 8 px, middle 16-32 px, fine >= 64 px, by the lowest resolution of the
-    layers each ws index feeds (its first conv, or a StyleGAN2 block's to-RGB it shares with the next block)."""
-    low = {}
-    for s in slots:
-        torgb = [int(n.split(".")[0][1:]) for n in s.layers if n.endswith(".torgb") and n.startswith("b")]
-        low[s.index] = min([s.resolution, *torgb])
+    """The documented rule: coarse <= 8 px, middle 16-32 px, fine >= 64 px, by each ws index's recorded resolution
+    (the lowest of the layers it feeds)."""
     out = {
         "all": [s.index for s in slots],
-        "coarse": [i for i, r in low.items() if r in (4, 8)],
-        "middle": [i for i, r in low.items() if r in (16, 32)],
-        "fine": [i for i, r in low.items() if r >= 64],
+        "coarse": [s.index for s in slots if s.resolution in (4, 8)],
+        "middle": [s.index for s in slots if s.resolution in (16, 32)],
+        "fine": [s.index for s in slots if s.resolution >= 64],
     }
     return {k: v for k, v in out.items() if v}
 
@@ -98,16 +94,15 @@ def test_stylegan_v1_style_affines(tmp_path: Path) -> None:
 
 
 def test_ranges_of_a_1024_px_stylegan2() -> None:
-    """The 18 ws of a 1024 px StyleGAN2 as the exporter's ws_layers records them (layers fed, first conv's
-    resolution): the paper's coarse 4-8 px, middle 16-32 px and fine 64-1024 px are ws 0-3, 4-7 and 8-17."""
-    slots = [WsSlot(0, ["b4.conv1"], 4), WsSlot(1, ["b4.torgb", "b8.conv0"], 8)]
-    res = [8, 16, 32, 64, 128, 256, 512, 1024]
-    for k, r in enumerate(res):
-        i = 2 + 2 * k
-        slots.append(WsSlot(i, [f"b{r}.conv1"], r))
-        nxt = [f"b{2 * r}.conv0"] if r < 1024 else []
-        slots.append(WsSlot(i + 1, [f"b{r}.torgb", *nxt], 2 * r if nxt else r))
-    assert [s.index for s in slots] == list(range(18))
+    """The 18 ws of a 1024 px StyleGAN2 as the exporter records them (ws_slots of the real synthesis network:
+    layers fed, the lowest of their resolutions): the paper's coarse 4-8 px, middle 16-32 px and fine 64-1024 px
+    are ws 0-3, 4-7 and 8-17."""
+    from styleserve.export.networks import SynthesisNetwork, make_config
+
+    cfg = make_config(img_resolution=1024, z_dim=8, w_dim=8, channel_base=2048, channel_max=4)
+    slots = ws_slots(SynthesisNetwork(cfg.synthesis))
+    assert [s.resolution for s in slots] == [r for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024) for _ in (0, 1)]
+    assert slots[3].layers == ["b8.torgb", "b16.conv0"]
     got = range_layers(slots)
     assert got == {"all": list(range(18)), "coarse": [0, 1, 2, 3], "middle": [4, 5, 6, 7], "fine": list(range(8, 18))}
     assert got == expected_ranges(slots)
