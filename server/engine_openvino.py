@@ -33,6 +33,7 @@ import numpy.typing as npt
 from styleserve.errors import ConfigError, ManifestError
 from styleserve.manifest import one_line, resolve_inside
 
+from .ov_passes import DEFAULT_RULE, RewriteRule, rewrite_synthesis
 from .runtime import F32, IMAGE_FLOAT, IMAGE_UINT8, ModelRuntime, NoiseSpec
 
 log = logging.getLogger("styleserve.server")
@@ -185,7 +186,13 @@ class OpenVINORuntime(ModelRuntime):
     """
 
     def __init__(
-        self, model_dir: Path | str, *, precision: str = "fp32", max_batch_size: int = 16, **kwargs: Any
+        self,
+        model_dir: Path | str,
+        *,
+        precision: str = "fp32",
+        max_batch_size: int = 16,
+        rewrite_rule: RewriteRule | None = DEFAULT_RULE,
+        **kwargs: Any,
     ) -> None:
         device = kwargs.get("device", "auto")
         check_engine_options("openvino", precision, device=device, fp16=bool(kwargs.get("fp16")))
@@ -211,6 +218,15 @@ class OpenVINORuntime(ModelRuntime):
             self._ov_model = _core().read_model(str(path))
         except Exception as exc:  # OpenVINO raises its own untyped errors
             raise self._refuse(f"OpenVINO cannot read {path.name}: {one_line(exc)}") from exc
+        # fp32 only: bf16 is already 5-6x onnxruntime, and its error budget is spent by the precision itself.
+        self.rewrites: dict[str, int] = {}
+        if precision == "fp32" and rewrite_rule is not None:
+            try:
+                self.rewrites = rewrite_synthesis(self._ov_model, rewrite_rule)
+            except Exception as exc:  # A rewrite is an optimisation: serve the graph as read rather than refuse.
+                log.warning("%s: OpenVINO graph rewrites skipped (%s); the graph runs as read",
+                            self.where, one_line(exc))  # fmt: skip
+                self._ov_model = _core().read_model(str(path))
         self._compiled: dict[int, _Bucket] = {}
         self.run_seconds: dict[int, float] = {}  # Measured at warm-up; plan_runs() splits batches with them.
         self.compile_seconds: dict[int, float] = {}
@@ -304,4 +320,7 @@ class OpenVINORuntime(ModelRuntime):
             log.info("%s: OpenVINO %s batch %d: compiled in %.2f s, %.1f ms per run, max abs diff %.2g to onnxruntime",
                      m.name, self.precision, rows, compile_s, 1000 * self.run_seconds[rows], err)  # fmt: skip
         self.verify_error = worst
+        if any(self.rewrites.values()):
+            log.info("%s: OpenVINO graph rewrites: %s (server/ov_passes.py)", m.name,
+                     ", ".join(f"{n} {kind}" for kind, n in self.rewrites.items()))  # fmt: skip
         self.warmed_batches = list(self._compiled)

@@ -30,6 +30,12 @@ def randomized_generator(cfg: GeneratorConfig, seed: int = 0) -> Generator:
     return G
 
 
+@pytest.fixture(scope="session")
+def make_randomized() -> Callable[..., Generator]:
+    """:func:`randomized_generator` for test modules (importlib import mode: conftest is not importable)."""
+    return randomized_generator
+
+
 TINY = dict(z_dim=32, w_dim=32, channel_base=256, channel_max=32, mapping_layers=3, conv_clamp=256)
 
 

@@ -27,6 +27,7 @@ from styleserve.server.engine_openvino import (
     cpu_has_bf16,
     plan_runs,
 )
+from styleserve.server.ov_passes import RewriteRule
 from styleserve.server.runtime import IMAGE_FLOAT, IMAGE_UINT8, ModelRuntime, NoiseSpec
 
 from styleserve.errors import ConfigError
@@ -164,9 +165,14 @@ def test_plan_runs_covers_the_rows_at_least_cost(times: dict[int, float], n: int
         assert cost <= -(-n // b) * t * (1 + 1e-9)
 
 
-@pytest.fixture(scope="module")
-def ov_runtime(tiny_cond_model: Path) -> OpenVINORuntime:
-    rt = OpenVINORuntime(tiny_cond_model, max_batch_size=4, intra_op_threads=1)
+@pytest.fixture(scope="module", params=["as read", "every layer rewritten"])
+def ov_runtime(tiny_cond_model: Path, request: pytest.FixtureRequest) -> OpenVINORuntime:
+    """The tiny graph as read (its 32 channels are below the default rule) and with every 3x3 conv and
+    up-sampling conv rewritten (server/ov_passes.py)."""
+    rule = RewriteRule(min_channels=1, max_conv_res=1 << 20, max_up_res=1 << 20)
+    rt = OpenVINORuntime(tiny_cond_model, max_batch_size=4, intra_op_threads=1,
+                         **({} if request.param == "as read" else {"rewrite_rule": rule}))  # fmt: skip
+    assert (sum(rt.rewrites.values()) > 0) == (request.param != "as read")
     rt.warmup()
     return rt
 

@@ -1,0 +1,179 @@
+"""Exact rewrites the OpenVINO engine makes in the synthesis graph it has read (fp32; never imports torch).
+
+Two layer kinds of StyleGAN synthesis graphs run well below the CPU's convolution rate where resolutions are low
+and channels many (OpenVINO's per-layer profile at 256 px: the 512-channel 3x3 convs at 32 px ran at 84 GMAC/s
+where those at 128-256 px ran at 123, the 16 -> 32 px transposed conv at 38; docs/BENCHMARKS.md "OpenVINO graph
+passes"). Each is replaced by a subgraph computing the same function with OpenVINO's fast kernels:
+
+* **3x3 stride-1 convolution** (``conv1`` of every block, the 4 px block's ``conv``) -> **Winograd F(2x2, 3x3)**
+  (Lavin & Gray 2016): the padded input cut into 4x4 tiles at stride 2 and transformed by ``B^T d B`` (16
+  depthwise 4x4 convolutions), 16 products ``U_k V_k`` with ``U = G g G^T`` (one grouped 1x1 convolution, 16
+  groups), the outputs ``A^T M A`` (additions) interleaved by DepthToSpace: 2.25x fewer multiplications.
+* **3x3 stride-2 transposed convolution** (``conv0``'s up-sampling) -> **four phase convolutions** (2x2, 2x1, 1x2
+  and 1x1 taps of the same weight) interleaved by DepthToSpace: the same multiplications as direct convolutions.
+
+Which layers are rewritten is a :class:`RewriteRule` (where the rewrite measured faster). The rewritten graph
+differs from the original by float rounding only (Winograd F(2x2, 3x3) measured ~3e-6 of a layer's output
+range); the engine checks the whole graph against onnxruntime at warm-up, as for every compiled graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# Winograd F(2x2, 3x3) for correlation, y = A^T [(G g G^T) * (B^T d B)] A, tile 4x4 -> output 2x2.
+WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)  # [4, 4]
+WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)  # [4, 3]
+
+
+@dataclass(frozen=True)
+class RewriteRule:
+    """Which layers to rewrite: those with at least ``min_channels`` input channels and an input of at most
+    ``max_conv_res`` (3x3 convs) or ``max_up_res`` (transposed convs) pixels a side.
+
+    Defaults from the single-layer timings in docs/BENCHMARKS.md (2 threads, batch 1 and 2): Winograd
+    1.35-1.54x at 512 channels and 16-32 px, 1.07x at 256 channels and 64 px, 0.62-0.76x at 64-128 channels
+    and 128-256 px; phase convolutions 1.46x from 16 px at 512 channels, 0.85-1.2x from 32 px up.
+    """
+
+    min_channels: int = 256
+    max_conv_res: int = 32
+    max_up_res: int = 16
+
+
+DEFAULT_RULE = RewriteRule()
+
+
+def _i64(values: list[int]) -> Any:
+    import openvino.opset13 as ops
+
+    return ops.constant(np.array(values, np.int64))
+
+
+def winograd_conv3x3(x: Any, weight: npt.NDArray[np.float32]) -> Any:
+    """``Convolution(x, weight, stride 1, pads 1)`` as Winograd F(2x2, 3x3); x ``[N, C_in, H, W]``, H and W even.
+
+    weight ``[C_out, C_in, 3, 3]``; returns the ``[N, C_out, H, W]`` output.
+    """
+    import openvino.opset13 as ops
+
+    c_out, c_in = weight.shape[:2]
+    u = np.einsum("ai,ocij,bj->aboc", WINO_G, weight.astype(np.float64), WINO_G)  # [4, 4, C_out, C_in]
+    u = u.reshape(16, c_out, c_in, 1, 1).astype(np.float32)  # One 1x1 group per tile component k = 4a + b.
+    tiles = []  # V_k = (B^T d B)[a, b] of every 4x4 tile of the padded input: [N, C_in, H/2, W/2] each
+    for a in range(4):
+        for b in range(4):
+            kernel = np.outer(WINO_BT[a], WINO_BT[b]).astype(np.float32)  # [4, 4], entries 0 / +-1
+            depthwise = np.ascontiguousarray(np.broadcast_to(kernel, (c_in, 1, 1, 4, 4)))
+            tiles.append(ops.group_convolution(x, ops.constant(depthwise), [2, 2], [1, 1], [1, 1], [1, 1]))
+    v = ops.concat(tiles, 1)  # [N, 16 * C_in, H/2, W/2], channel k * C_in + c
+    m = ops.group_convolution(v, ops.constant(u), [1, 1], [0, 0], [0, 0], [1, 1])  # [N, 16 * C_out, H/2, W/2]
+    mk = ops.split(m, ops.constant(np.int64(1)), 16).outputs()
+    # A^T M A with A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], first along b, then along a.
+    r = [
+        (ops.add(ops.add(mk[4 * a], mk[4 * a + 1]), mk[4 * a + 2]),
+         ops.subtract(ops.subtract(mk[4 * a + 1], mk[4 * a + 2]), mk[4 * a + 3]))
+        for a in range(4)
+    ]  # fmt: skip
+    y = [
+        ops.add(ops.add(r[0][v_], r[1][v_]), r[2][v_]) for v_ in range(2)
+    ] + [ops.subtract(ops.subtract(r[1][v_], r[2][v_]), r[3][v_]) for v_ in range(2)]  # y[2 * u + v]: output (u, v)
+    return ops.depth_to_space(ops.concat(y, 1), "blocks_first", 2)  # [N, C_out, H, W]
+
+
+def phase_conv_transpose3x3(x: Any, weight: npt.NDArray[np.float32]) -> Any:
+    """``ConvTranspose(x, weight, stride 2, pads 0)`` as four phase convolutions; x ``[N, C_in, H, W]``.
+
+    weight ``[C_in, C_out, 3, 3]`` (the transposed conv's layout); returns ``[N, C_out, 2H + 1, 2W + 1]``.
+    Output row ``2m`` takes taps 0 and 2 of the kernel (input rows m and m - 1), row ``2m + 1`` tap 1 (row m).
+    """
+    import openvino.opset13 as ops
+
+    h = x.get_partial_shape()[2].get_length()
+    w = x.get_partial_shape()[3].get_length()
+    wc = weight.transpose(1, 0, 2, 3)  # [C_out, C_in, 3, 3]
+    taps = {0: [2, 0], 1: [1]}  # phase -> kernel taps in correlation order
+    phases = []
+    for py in (0, 1):
+        for px in (0, 1):
+            kernel = np.ascontiguousarray(wc[:, :, taps[py]][:, :, :, taps[px]])
+            # Even phases: 2 taps over the input padded by 1 on both sides; odd: 1 tap, padded by 1 at the end
+            # (a zero row / column, so that every phase has H + 1 rows).
+            phases.append(ops.convolution(x, ops.constant(kernel), [1, 1], [1 - py, 1 - px], [1, 1], [1, 1]))
+    y = ops.depth_to_space(ops.concat(phases, 1), "blocks_first", 2)  # [N, C_out, 2H + 2, 2W + 2]
+    return ops.slice(y, _i64([0, 0]), _i64([2 * h + 1, 2 * w + 1]), _i64([1, 1]), _i64([2, 3]))
+
+
+def _static_ints(values: object) -> list[int]:
+    return [int(v) for v in values]  # type: ignore[attr-defined]
+
+
+def _const_weight(node: Any) -> npt.NDArray[np.float32] | None:
+    src = node.input_value(1).get_node()
+    if src.get_type_name() != "Constant":
+        return None
+    data = np.asarray(src.get_data())
+    return data.astype(np.float32) if data.dtype == np.float32 and data.ndim == 4 else None
+
+
+def _explicit(attrs: dict[str, Any]) -> bool:
+    return str(attrs.get("auto_pad", "explicit")).lower() in ("explicit", "notset")
+
+
+def _replace(node: Any, new: Any, suffix: str) -> None:
+    new.set_friendly_name(f"{node.get_friendly_name()}/{suffix}")
+    for target in node.output(0).get_target_inputs():
+        target.replace_source_output(new.output(0))
+
+
+def rewrite_synthesis(model: Any, rule: RewriteRule = DEFAULT_RULE) -> dict[str, int]:
+    """Rewrite the layers of an ``openvino.Model`` that ``rule`` selects, in place; counts per rewrite.
+
+    Only layers with a constant float32 weight, static spatial sizes and exactly the attributes above are
+    touched (anything else is left as read).
+    """
+    counts = {"winograd": 0, "phase_up": 0}
+    for node in model.get_ordered_ops():
+        kind = node.get_type_name()
+        if kind not in ("Convolution", "ConvolutionBackpropData"):
+            continue
+        attrs = node.get_attributes()
+        weight = _const_weight(node)
+        shape = node.input_value(0).get_partial_shape()
+        if weight is None or weight.shape[2:] != (3, 3) or not _explicit(attrs) or shape.rank.get_length() != 4:
+            continue
+        if not (shape[2].is_static and shape[3].is_static):
+            continue
+        h, w = shape[2].get_length(), shape[3].get_length()
+        common = _static_ints(attrs["dilations"]) == [1, 1] and _static_ints(attrs["pads_begin"]) == [0, 0]
+        if kind == "Convolution":
+            c_in = weight.shape[1]
+            if (
+                _static_ints(attrs["strides"]) == [1, 1]
+                and _static_ints(attrs["dilations"]) == [1, 1]
+                and _static_ints(attrs["pads_begin"]) == [1, 1]
+                and _static_ints(attrs["pads_end"]) == [1, 1]
+                and c_in >= rule.min_channels
+                and max(h, w) <= rule.max_conv_res
+                and h % 2 == 0
+                and w % 2 == 0
+            ):
+                _replace(node, winograd_conv3x3(node.input_value(0), weight), "winograd")
+                counts["winograd"] += 1
+        elif (
+            node.get_input_size() == 2
+            and common
+            and _static_ints(attrs["strides"]) == [2, 2]
+            and _static_ints(attrs["pads_end"]) == [0, 0]
+            and _static_ints(attrs.get("output_padding", [0, 0])) == [0, 0]
+            and weight.shape[0] >= rule.min_channels
+            and max(h, w) <= rule.max_up_res
+        ):
+            _replace(node, phase_conv_transpose3x3(node.input_value(0), weight), "phase_up")
+            counts["phase_up"] += 1
+    model.validate_nodes_and_infer_types()
+    return counts
