@@ -44,6 +44,7 @@ import onnxruntime as ort
 import openvino as ov
 from styleserve.clients import Client
 from styleserve.server.engine_openvino import BF16_MAX_ABS, FP32_MAX_ABS, OpenVINORuntime, cpu_has_bf16
+from styleserve.server.ov_passes import DEFAULT_RULE
 from styleserve.server.runtime import IMAGE_FLOAT, ModelRuntime, NoiseSpec
 
 from styleserve.latent import z_from_seeds
@@ -78,12 +79,14 @@ def bench_res(res: int, batches: Sequence[int], a: argparse.Namespace, out: dict
     rt_ort.warmup((1,))
     engines: dict[str, ModelRuntime] = {"ort": rt_ort}
     warm: dict[str, Any] = {}
-    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    for prec in precisions:
+    variants = ["fp32", "fp32-as-read", "bf16"] if cpu_has_bf16() else ["fp32", "fp32-as-read"]
+    for prec in variants:
         gc.collect()
         before = rss_mib()
         t0 = time.perf_counter()
-        rt = OpenVINORuntime(model_dir, precision=prec, max_batch_size=top, device="cpu", intra_op_threads=a.threads)
+        rule = None if prec.endswith("-as-read") else DEFAULT_RULE  # The graph rewrites' gain, in the same run.
+        rt = OpenVINORuntime(model_dir, precision=prec.split("-")[0], max_batch_size=top, device="cpu",
+                             intra_op_threads=a.threads, rewrite_rule=rule)  # fmt: skip
         if prec == "bf16":
             rt.max_abs = float("inf")  # Measure the error rather than refuse: the bound is set from these figures.
         rt.warmup()
@@ -93,6 +96,7 @@ def bench_res(res: int, batches: Sequence[int], a: argparse.Namespace, out: dict
             "compile_s": {b: round(s, 2) for b, s in rt.compile_seconds.items()},
             "run_ms": {b: round(1000 * s, 2) for b, s in rt.run_seconds.items()},
             "verify_max_abs": rt.verify_error,
+            "rewrites": rt.rewrites,
         }
         print(f"  {res} px ov-{prec} warm-up: {warm[prec]}", flush=True)
         engines[f"ov-{prec}"] = rt
@@ -168,7 +172,8 @@ def bench_serve(res: int, a: argparse.Namespace, out: dict[str, Any]) -> None:
 
     _, model_dir = build(res)
     name = f"ffhq{res}"
-    runs = {"ort": [], "ov-fp32": ["--engine", "openvino"]}
+    runs = {"ort": [], "ov-fp32": ["--engine", "openvino"],
+            "ov-fp32-as-read": ["--engine", "openvino", "--graph-rewrites", "false"]}  # fmt: skip
     if cpu_has_bf16():
         runs["ov-bf16"] = ["--engine", "openvino", "--precision", "bf16"]
     common = ["--intra-op-threads", str(a.threads), "--max-batch-size", str(a.serve_max_batch)]
@@ -246,6 +251,7 @@ def bench_serve(res: int, a: argparse.Namespace, out: dict[str, Any]) -> None:
 SERVE_FLAGS = {
     "ort": "--engine onnxruntime",
     "ov-fp32": "--engine openvino",
+    "ov-fp32-as-read": "--engine openvino --graph-rewrites false",
     "ov-bf16": "--engine openvino --precision bf16",
 }
 

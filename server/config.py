@@ -32,6 +32,7 @@ class ServerConfig:
     fp16: bool = False  # Serve synthesis_fp16.onnx where the model has one.
     engine: str = "onnxruntime"  # onnxruntime | openvino (synthesis on OpenVINO, CPU; server/engine_openvino.py)
     precision: str = "fp32"  # fp32 | bf16 (--engine openvino on CPUs with AVX-512 BF16/AMX)
+    graph_rewrites: bool = True  # --engine openvino fp32: Winograd / phase-conv rewrites (server/ov_passes.py).
     verify_files: bool = True  # Check every opened file against model.json's source.files_sha256 at start.
     cpu_mem_arena: bool = True  # onnxruntime's CPU memory arena (off: RSS falls back between runs, runs slower).
     max_run_pixels: int = 4 * 1024 * 1024  # Rows x H x W per synthesis run; larger batches run in pieces.
@@ -141,6 +142,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "onnxruntime at start; needs the openvino extra)",
         "precision": "fp32, or bf16 with --engine openvino on CPUs with AVX-512 BF16/AMX "
         "(verified at start within 0.4)",
+        "graph_rewrites": "with --engine openvino fp32: run the 3x3 and up-sampling convs of 256+ channels as "
+        "Winograd F(2x2,3x3) and phase convolutions (the same function; the graph is verified against onnxruntime "
+        "at start either way); false compiles the graph as read",
         "verify_files": "check each model file against model.json's files_sha256 at start (false skips it)",
         "cpu_mem_arena": "onnxruntime's CPU memory arena: on, RSS stays at the largest run's peak; off, each run's "
         "buffers go back to the system after it, at the cost of page faults every run (docs/BENCHMARKS.md, Memory)",

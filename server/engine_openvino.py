@@ -140,13 +140,20 @@ def check_engine_options(engine: str, precision: str, *, device: str, fp16: bool
 
 
 def runtime_factory(
-    engine: str, precision: str, max_batch_size: int, *, device: str = "auto", fp16: bool = False
+    engine: str,
+    precision: str,
+    max_batch_size: int,
+    *,
+    device: str = "auto",
+    fp16: bool = False,
+    graph_rewrites: bool = True,
 ) -> Callable[..., ModelRuntime]:
     """``ModelRuntime`` for onnxruntime, else an :class:`OpenVINORuntime` maker taking ModelRuntime's arguments."""
     check_engine_options(engine, precision, device=device, fp16=fp16)
     if engine == "onnxruntime":
         return ModelRuntime
-    return functools.partial(OpenVINORuntime, precision=precision, max_batch_size=max_batch_size)
+    rule = DEFAULT_RULE if graph_rewrites else None
+    return functools.partial(OpenVINORuntime, precision=precision, max_batch_size=max_batch_size, rewrite_rule=rule)
 
 
 class _Bucket:

@@ -7,8 +7,8 @@ passes"). Each is replaced by a subgraph computing the same function with OpenVI
 
 * **3x3 stride-1 convolution** (``conv1`` of every block, the 4 px block's ``conv``) -> **Winograd F(2x2, 3x3)**
   (Lavin & Gray 2016): the padded input cut into 4x4 tiles at stride 2 and transformed by ``B^T d B`` (16
-  depthwise 4x4 convolutions), 16 products ``U_k V_k`` with ``U = G g G^T`` (one grouped 1x1 convolution, 16
-  groups), the outputs ``A^T M A`` (additions) interleaved by DepthToSpace: 2.25x fewer multiplications.
+  depthwise 4x4 convolutions), 16 products ``U_k V_k`` with ``U = G g G^T`` (16 1x1 convolutions), the outputs
+  ``A^T M A`` (additions) interleaved by DepthToSpace: 2.25x fewer multiplications.
 * **3x3 stride-2 transposed convolution** (``conv0``'s up-sampling) -> **four phase convolutions** (2x2, 2x1, 1x2
   and 1x1 taps of the same weight) interleaved by DepthToSpace: the same multiplications as direct convolutions.
 
@@ -32,17 +32,19 @@ WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.
 
 @dataclass(frozen=True)
 class RewriteRule:
-    """Which layers to rewrite: those with at least ``min_channels`` input channels and an input of at most
-    ``max_conv_res`` (3x3 convs) or ``max_up_res`` (transposed convs) pixels a side.
+    """Which layers to rewrite: 3x3 convs with at least ``conv_min_channels`` input channels and an input of at
+    most ``conv_max_res`` pixels a side; transposed convs likewise with ``up_min_channels`` / ``up_max_res``.
 
-    Defaults from the single-layer timings in docs/BENCHMARKS.md (2 threads, batch 1 and 2): Winograd
-    1.35-1.54x at 512 channels and 16-32 px, 1.07x at 256 channels and 64 px, 0.62-0.76x at 64-128 channels
-    and 128-256 px; phase convolutions 1.46x from 16 px at 512 channels, 0.85-1.2x from 32 px up.
+    Defaults from ``bench/ov_rewrites.py`` on this project's 2-core machine (2 threads, batch 2; the table is in
+    docs/BENCHMARKS.md): Winograd 1.40x / 1.63x / 1.73x at 512 channels and 16 / 32 / 64 px, 1.37x / 1.28x at
+    256 channels and 64 / 128 px, 1.11x at 128 channels and 128 px, 0.82-0.85x at 64-128 channels and 256 px;
+    phase convolutions 1.08x at 512 channels and 16 px, 0.87-1.03x elsewhere.
     """
 
-    min_channels: int = 256
-    max_conv_res: int = 32
-    max_up_res: int = 16
+    conv_min_channels: int = 128
+    conv_max_res: int = 128
+    up_min_channels: int = 256
+    up_max_res: int = 16
 
 
 DEFAULT_RULE = RewriteRule()
@@ -57,22 +59,22 @@ def _i64(values: list[int]) -> Any:
 def winograd_conv3x3(x: Any, weight: npt.NDArray[np.float32]) -> Any:
     """``Convolution(x, weight, stride 1, pads 1)`` as Winograd F(2x2, 3x3); x ``[N, C_in, H, W]``, H and W even.
 
-    weight ``[C_out, C_in, 3, 3]``; returns the ``[N, C_out, H, W]`` output.
+    weight ``[C_out, C_in, 3, 3]``; returns the ``[N, C_out, H, W]`` output. Each tile component k = 4a + b is
+    its own chain (depthwise 4x4 stride-2 conv -> 1x1 conv): measured 1.2-1.4x faster than one concatenated
+    grouped conv, which copies the components twice.
     """
     import openvino.opset13 as ops
 
     c_out, c_in = weight.shape[:2]
     u = np.einsum("ai,ocij,bj->aboc", WINO_G, weight.astype(np.float64), WINO_G)  # [4, 4, C_out, C_in]
-    u = u.reshape(16, c_out, c_in, 1, 1).astype(np.float32)  # One 1x1 group per tile component k = 4a + b.
-    tiles = []  # V_k = (B^T d B)[a, b] of every 4x4 tile of the padded input: [N, C_in, H/2, W/2] each
+    u = u.reshape(16, c_out, c_in, 1, 1).astype(np.float32)
+    mk = []  # M_k = U_k V_k: [N, C_out, H/2, W/2] each
     for a in range(4):
         for b in range(4):
             kernel = np.outer(WINO_BT[a], WINO_BT[b]).astype(np.float32)  # [4, 4], entries 0 / +-1
             depthwise = np.ascontiguousarray(np.broadcast_to(kernel, (c_in, 1, 1, 4, 4)))
-            tiles.append(ops.group_convolution(x, ops.constant(depthwise), [2, 2], [1, 1], [1, 1], [1, 1]))
-    v = ops.concat(tiles, 1)  # [N, 16 * C_in, H/2, W/2], channel k * C_in + c
-    m = ops.group_convolution(v, ops.constant(u), [1, 1], [0, 0], [0, 0], [1, 1])  # [N, 16 * C_out, H/2, W/2]
-    mk = ops.split(m, ops.constant(np.int64(1)), 16).outputs()
+            v = ops.group_convolution(x, ops.constant(depthwise), [2, 2], [1, 1], [1, 1], [1, 1])  # (B^T d B)[a, b]
+            mk.append(ops.convolution(v, ops.constant(u[4 * a + b]), [1, 1], [0, 0], [0, 0], [1, 1]))
     # A^T M A with A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], first along b, then along a.
     r = [
         (ops.add(ops.add(mk[4 * a], mk[4 * a + 1]), mk[4 * a + 2]),
@@ -151,14 +153,13 @@ def rewrite_synthesis(model: Any, rule: RewriteRule = DEFAULT_RULE) -> dict[str,
         h, w = shape[2].get_length(), shape[3].get_length()
         common = _static_ints(attrs["dilations"]) == [1, 1] and _static_ints(attrs["pads_begin"]) == [0, 0]
         if kind == "Convolution":
-            c_in = weight.shape[1]
             if (
                 _static_ints(attrs["strides"]) == [1, 1]
                 and _static_ints(attrs["dilations"]) == [1, 1]
                 and _static_ints(attrs["pads_begin"]) == [1, 1]
                 and _static_ints(attrs["pads_end"]) == [1, 1]
-                and c_in >= rule.min_channels
-                and max(h, w) <= rule.max_conv_res
+                and weight.shape[1] >= rule.conv_min_channels
+                and max(h, w) <= rule.conv_max_res
                 and h % 2 == 0
                 and w % 2 == 0
             ):
@@ -170,8 +171,8 @@ def rewrite_synthesis(model: Any, rule: RewriteRule = DEFAULT_RULE) -> dict[str,
             and _static_ints(attrs["strides"]) == [2, 2]
             and _static_ints(attrs["pads_end"]) == [0, 0]
             and _static_ints(attrs.get("output_padding", [0, 0])) == [0, 0]
-            and weight.shape[0] >= rule.min_channels
-            and max(h, w) <= rule.max_up_res
+            and weight.shape[0] >= rule.up_min_channels
+            and max(h, w) <= rule.up_max_res
         ):
             _replace(node, phase_conv_transpose3x3(node.input_value(0), weight), "phase_up")
             counts["phase_up"] += 1

@@ -47,8 +47,9 @@ def load_repository(config: ServerConfig) -> dict[str, ModelRuntime]:
     dirs = model_dirs(config.model_repository)
     # ModelRuntime, or OpenVINORuntime for --engine openvino; ConfigError for a combination this host cannot serve.
     runtime = runtime_factory(
-        config.engine, config.precision, config.max_batch_size, device=config.device, fp16=config.fp16
-    )
+        config.engine, config.precision, config.max_batch_size, device=config.device, fp16=config.fp16,
+        graph_rewrites=config.graph_rewrites,
+    )  # fmt: skip
     for d in dirs:
         rt = runtime(
             d,

@@ -169,7 +169,7 @@ def test_plan_runs_covers_the_rows_at_least_cost(times: dict[int, float], n: int
 def ov_runtime(tiny_cond_model: Path, request: pytest.FixtureRequest) -> OpenVINORuntime:
     """The tiny graph as read (its 32 channels are below the default rule) and with every 3x3 conv and
     up-sampling conv rewritten (server/ov_passes.py)."""
-    rule = RewriteRule(min_channels=1, max_conv_res=1 << 20, max_up_res=1 << 20)
+    rule = RewriteRule(conv_min_channels=1, conv_max_res=1 << 20, up_min_channels=1, up_max_res=1 << 20)
     rt = OpenVINORuntime(tiny_cond_model, max_batch_size=4, intra_op_threads=1,
                          **({} if request.param == "as read" else {"rewrite_rule": rule}))  # fmt: skip
     assert (sum(rt.rewrites.values()) > 0) == (request.param != "as read")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ServerProcess
 
 CFG = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"}
-EVERYTHING = RewriteRule(min_channels=1, max_conv_res=1 << 20, max_up_res=1 << 20)
+EVERYTHING = RewriteRule(conv_min_channels=1, conv_max_res=1 << 20, up_min_channels=1, up_max_res=1 << 20)
 
 
 def run(outputs: list[Any], param: Any, x: np.ndarray) -> list[np.ndarray]:
@@ -125,7 +125,10 @@ def test_the_rule_selects_layers_and_the_model_keeps_its_function() -> None:
     types = [n.get_type_name() for n in model.get_ordered_ops()]
     assert types.count("ConvolutionBackpropData") == 1 and "DepthToSpace" in types
     # Too few channels, too large an input: nothing is touched.
-    for rule in (RewriteRule(min_channels=c + 1), RewriteRule(max_conv_res=r - 1, max_up_res=1)):
+    for rule in (
+        RewriteRule(conv_min_channels=c + 1, up_min_channels=c + 1),
+        RewriteRule(conv_max_res=r - 1, up_max_res=1),
+    ):
         model = layer_zoo(c, r)[0]
         assert rewrite_synthesis(model, rule) == {"winograd": 0, "phase_up": 0}
 
@@ -164,12 +167,16 @@ def test_server_serves_the_rewritten_graph_within_the_fp32_bound(wide_repo: Path
     log = ov_server.log()
     # 3x3 convs at 4, 8 and 16 px; up-sampling convs from 4 and 8 px (a 16 px input would be above the rule).
     assert "wide: OpenVINO graph rewrites: 3 winograd, 2 phase_up" in log, log
+    as_read: ServerProcess = start_server(wide_repo, "--engine", "openvino", "--graph-rewrites", "false")
+    assert "graph rewrites" not in as_read.log() and "OpenVINO fp32 batch 1: compiled" in as_read.log()
     raw = pb.OutputOptions(format=pb.IMAGE_FORMAT_RAW_FLOAT32)
     for noise in (None, pb.NoiseControl(mode="random", noise_seed=3)):
         req = pb.GenerateRequest(model="wide", seeds=[0, 1, 2], truncation=pb.Truncation(psi=0.7), output=raw)
         if noise is not None:
             req.noise.CopyFrom(noise)
-        a, b = (s.stub().Generate(req, timeout=60).images for s in (ov_server, ref))
-        for ia, ib in zip(a, b, strict=True):
-            err = np.abs(np.frombuffer(ia.data, "<f4") - np.frombuffer(ib.data, "<f4")).max()
-            assert err <= FP32_MAX_ABS
+        b = ref.stub().Generate(req, timeout=60).images
+        for s in (ov_server, as_read):
+            a = s.stub().Generate(req, timeout=60).images
+            for ia, ib in zip(a, b, strict=True):
+                err = np.abs(np.frombuffer(ia.data, "<f4") - np.frombuffer(ib.data, "<f4")).max()
+                assert err <= FP32_MAX_ABS
