@@ -3,14 +3,15 @@ PY ?= .venv/bin/python
 THREADS ?= 2
 RESULTS := bench/results
 
-.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale bench-graph bench-encode bench-engines
+.PHONY: bench bench-quick bench-networks bench-serve bench-1024 bench-scale bench-graph bench-encode bench-engines \
+	bench-ov-rewrites
 
 ## make bench: networks (64/256 px, batch 1/4/16) + serving matrix + 1024 px scale run; prints tables, writes
 ## $(RESULTS)/*.json, rewrites the generated section of docs/BENCHMARKS.md (about 40-50 min on 2 idle cores).
-bench: bench-networks bench-serve bench-scale bench-graph bench-encode bench-engines
+bench: bench-networks bench-serve bench-scale bench-graph bench-encode bench-ov-rewrites bench-engines
 	$(PY) bench/report.py $(RESULTS)/networks.json $(RESULTS)/serve_matrix.json --scale $(RESULTS)/scale_1024.json \
 		--graph $(RESULTS)/graph_variants.json --encode $(RESULTS)/encode.json --engines $(RESULTS)/engines.json \
-		--command "make bench"
+		--ov-rewrites $(RESULTS)/ov_rewrites.json --command "make bench"
 
 bench-networks:
 	@mkdir -p $(RESULTS)
@@ -32,6 +33,12 @@ bench-encode:
 bench-graph:
 	@mkdir -p $(RESULTS)
 	$(PY) bench/graph_variants.py --threads 1 --seconds 2 --json $(RESULTS)/graph_variants.json
+
+## The OpenVINO engine's graph rewrites (Winograd 3x3 convs, phase up-sampling convs) one layer at a time against
+## the layers as exported, at the layer shapes of FFHQ config F, 2 threads, batch 2 (about 2 min).
+bench-ov-rewrites:
+	@mkdir -p $(RESULTS)
+	$(PY) bench/ov_rewrites.py --threads $(THREADS) --batch 2 --rounds 8 --json $(RESULTS)/ov_rewrites.json
 
 ## onnxruntime vs OpenVINO fp32/bf16 at 256 px: raw synthesis, then end-to-end Generate per engine in 5 rounds
 ## interleaved with the raw onnxruntime session (medians; about 6 min).

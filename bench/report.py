@@ -85,6 +85,13 @@ def engines_section(doc: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def ov_rewrites_section(doc: dict[str, Any]) -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ov_rewrites import table
+
+    return f"Command: `{doc['command']}`; {doc['machine']['threads']} threads.\n\n" + table(doc["rows"])
+
+
 def graph_section(doc: dict[str, Any]) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from graph_variants import table
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--graph", type=Path, default=None, help="bench/graph_variants.py's JSON")
     p.add_argument("--encode", type=Path, default=None, help="bench/encode_bench.py's JSON")
     p.add_argument("--engines", type=Path, default=None, help="bench/engine_bench.py's JSON")
+    p.add_argument("--ov-rewrites", type=Path, default=None, help="bench/ov_rewrites.py's JSON")
     a = p.parse_args(argv)
     net = json.loads(a.networks.read_text())
     srv = json.loads(a.serve.read_text())
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             "", graph_section(json.loads(a.graph.read_text()))] if a.graph is not None else []),
         *(["", "### Image encoding (`bench/encode_bench.py`)",
             "", encode_section(json.loads(a.encode.read_text()))] if a.encode is not None else []),
+        *(["", "### OpenVINO graph rewrites, one layer at a time (`bench/ov_rewrites.py`)",
+            "", ov_rewrites_section(json.loads(a.ov_rewrites.read_text()))] if a.ov_rewrites is not None else []),
         *(["", "### Engines: onnxruntime vs OpenVINO fp32 / bf16 (`bench/engine_bench.py`)",
             "", engines_section(json.loads(a.engines.read_text()))] if a.engines is not None else []),
         END,
