@@ -3,7 +3,7 @@
 Two layer kinds of StyleGAN synthesis graphs run well below the CPU's convolution rate where resolutions are low
 and channels many (OpenVINO's per-layer profile at 256 px: the 512-channel 3x3 convs at 32 px ran at 84 GMAC/s
 where those at 128-256 px ran at 123, the 16 -> 32 px transposed conv at 38; docs/BENCHMARKS.md "OpenVINO graph
-passes"). Each is replaced by a subgraph computing the same function with OpenVINO's fast kernels:
+rewrites"). Each is replaced by a subgraph computing the same function with OpenVINO's fast kernels:
 
 * **3x3 stride-1 convolution** (``conv1`` of every block, the 4 px block's ``conv``) -> **Winograd F(2x2, 3x3)**
   (Lavin & Gray 2016): the padded input cut into 4x4 tiles at stride 2 and transformed by ``B^T d B`` (16
@@ -146,7 +146,9 @@ def rewrite_synthesis(model: Any, rule: RewriteRule = DEFAULT_RULE) -> dict[str,
         attrs = node.get_attributes()
         weight = _const_weight(node)
         shape = node.input_value(0).get_partial_shape()
-        if weight is None or weight.shape[2:] != (3, 3) or not _explicit(attrs) or shape.rank.get_length() != 4:
+        if weight is None or weight.shape[2:] != (3, 3) or not _explicit(attrs):
+            continue
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4:
             continue
         if not (shape[2].is_static and shape[3].is_static):
             continue
