@@ -142,9 +142,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "onnxruntime at start; needs the openvino extra)",
         "precision": "fp32, or bf16 with --engine openvino on CPUs with AVX-512 BF16/AMX "
         "(verified at start within 0.4)",
-        "graph_rewrites": "with --engine openvino fp32: run the 3x3 and up-sampling convs of 256+ channels as "
-        "Winograd F(2x2,3x3) and phase convolutions (the same function; the graph is verified against onnxruntime "
-        "at start either way); false compiles the graph as read",
+        "graph_rewrites": "with --engine openvino fp32: run the 3x3 convs of 128+ channels (up to 128 px) as "
+        "Winograd F(2x2,3x3) and the up-sampling convs from <= 16 px as phase convolutions (the same function; the "
+        "graph is verified against onnxruntime at start either way); false compiles the graph as read",
         "verify_files": "check each model file against model.json's files_sha256 at start (false skips it)",
         "cpu_mem_arena": "onnxruntime's CPU memory arena: on, RSS stays at the largest run's peak; off, each run's "
         "buffers go back to the system after it, at the cost of page faults every run (docs/BENCHMARKS.md, Memory)",

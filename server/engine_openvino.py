@@ -225,7 +225,7 @@ class OpenVINORuntime(ModelRuntime):
             self._ov_model = _core().read_model(str(path))
         except Exception as exc:  # OpenVINO raises its own untyped errors
             raise self._refuse(f"OpenVINO cannot read {path.name}: {one_line(exc)}") from exc
-        # fp32 only: bf16 is already 5-6x onnxruntime, and its error budget is spent by the precision itself.
+        # fp32 only: bf16 is already 3-6x onnxruntime, and its error budget is spent by the precision itself.
         self.rewrites: dict[str, int] = {}
         if precision == "fp32" and rewrite_rule is not None:
             try:
