@@ -45,6 +45,9 @@ class RewriteRule:
     conv_max_res: int = 128
     up_min_channels: int = 256
     up_max_res: int = 16
+    # Larger weights are left as read (config F's largest 3x3 weight is 9 MiB): Winograd adds 16/9 of a weight
+    # as constants (computed one component at a time in float64), so this bounds what one layer may cost.
+    max_weight_bytes: int = 64 * 2**20
 
 
 DEFAULT_RULE = RewriteRule()
@@ -65,16 +68,16 @@ def winograd_conv3x3(x: Any, weight: npt.NDArray[np.float32]) -> Any:
     """
     import openvino.opset13 as ops
 
-    c_out, c_in = weight.shape[:2]
-    u = np.einsum("ai,ocij,bj->aboc", WINO_G, weight.astype(np.float64), WINO_G)  # [4, 4, C_out, C_in]
-    u = u.reshape(16, c_out, c_in, 1, 1).astype(np.float32)
+    c_in = weight.shape[1]
     mk = []  # M_k = U_k V_k: [N, C_out, H/2, W/2] each
     for a in range(4):
         for b in range(4):
             kernel = np.outer(WINO_BT[a], WINO_BT[b]).astype(np.float32)  # [4, 4], entries 0 / +-1
             depthwise = np.ascontiguousarray(np.broadcast_to(kernel, (c_in, 1, 1, 4, 4)))
             v = ops.group_convolution(x, ops.constant(depthwise), [2, 2], [1, 1], [1, 1], [1, 1])  # (B^T d B)[a, b]
-            mk.append(ops.convolution(v, ops.constant(u[4 * a + b]), [1, 1], [0, 0], [0, 0], [1, 1]))
+            # U_k = (G g G^T)[a, b] in float64, one component at a time: [C_out, C_in, 1, 1]
+            u = np.einsum("i,ocij,j->oc", WINO_G[a], weight.astype(np.float64), WINO_G[b])[:, :, None, None]
+            mk.append(ops.convolution(v, ops.constant(u.astype(np.float32)), [1, 1], [0, 0], [0, 0], [1, 1]))
     # A^T M A with A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], first along b, then along a.
     r = [
         (ops.add(ops.add(mk[4 * a], mk[4 * a + 1]), mk[4 * a + 2]),
@@ -115,11 +118,12 @@ def _static_ints(values: object) -> list[int]:
 
 
 def _const_weight(node: Any) -> npt.NDArray[np.float32] | None:
+    """The node's weight when it is a float32 ``[O, I, kH, kW]`` constant (a view of OpenVINO's buffer)."""
     src = node.input_value(1).get_node()
     if src.get_type_name() != "Constant":
         return None
     data = np.asarray(src.get_data())
-    return data.astype(np.float32) if data.dtype == np.float32 and data.ndim == 4 else None
+    return data if data.dtype == np.float32 and data.ndim == 4 else None
 
 
 def _explicit(attrs: dict[str, Any]) -> bool:
@@ -135,8 +139,8 @@ def _replace(node: Any, new: Any, suffix: str) -> None:
 def rewrite_synthesis(model: Any, rule: RewriteRule = DEFAULT_RULE) -> dict[str, int]:
     """Rewrite the layers of an ``openvino.Model`` that ``rule`` selects, in place; counts per rewrite.
 
-    Only layers with a constant float32 weight, static spatial sizes and exactly the attributes above are
-    touched (anything else is left as read).
+    Only layers with a constant float32 weight of at most ``rule.max_weight_bytes``, static spatial sizes and
+    exactly the attributes above are touched (anything else is left as read).
     """
     counts = {"winograd": 0, "phase_up": 0}
     for node in model.get_ordered_ops():
@@ -147,6 +151,8 @@ def rewrite_synthesis(model: Any, rule: RewriteRule = DEFAULT_RULE) -> dict[str,
         weight = _const_weight(node)
         shape = node.input_value(0).get_partial_shape()
         if weight is None or weight.shape[2:] != (3, 3) or not _explicit(attrs):
+            continue
+        if weight.nbytes > rule.max_weight_bytes:
             continue
         if shape.rank.is_dynamic or shape.rank.get_length() != 4:
             continue

@@ -128,6 +128,7 @@ def test_the_rule_selects_layers_and_the_model_keeps_its_function() -> None:
     for rule in (
         RewriteRule(conv_min_channels=c + 1, up_min_channels=c + 1),
         RewriteRule(conv_max_res=r - 1, up_max_res=1),
+        RewriteRule(conv_min_channels=1, up_min_channels=1, max_weight_bytes=c * c * 9 * 4 - 1),
     ):
         model = layer_zoo(c, r)[0]
         assert rewrite_synthesis(model, rule) == {"winograd": 0, "phase_up": 0}
