@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_busy, loadavg, machine_info
+from machine import cpu_busy, loadavg, machine_info, write_json
 from PIL import Image
 from styleserve.server.imaging import encode_png
 
@@ -86,9 +86,7 @@ def main() -> int:
     print("\n| px | encoder | ms / image (1 core) | × vs Pillow PNG | bytes |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['res']} | {r['encoder']} | {r['ms']:.2f} | {r['speedup']:.1f} | {r['bytes']} |")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
+    write_json(args.json, {"machine": machine_info(), "rows": rows})
     return 0
 
 

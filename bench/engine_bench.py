@@ -50,7 +50,7 @@ from styleserve.server.runtime import IMAGE_FLOAT, ModelRuntime, NoiseSpec
 from styleserve.latent import z_from_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_busy, loadavg, machine_info
+from machine import cpu_busy, loadavg, machine_info, write_json
 from networks_bench import build, measure
 
 
@@ -79,13 +79,15 @@ def bench_res(res: int, batches: Sequence[int], a: argparse.Namespace, out: dict
     rt_ort.warmup((1,))
     engines: dict[str, ModelRuntime] = {"ort": rt_ort}
     warm: dict[str, Any] = {}
-    variants = ["fp32", "fp32-as-read", "bf16"] if cpu_has_bf16() else ["fp32", "fp32-as-read"]
-    for prec in variants:
+    # label -> (precision, graph rewrites); "fp32-as-read" gives the rewrites' gain in the same run.
+    variants = {"fp32": ("fp32", DEFAULT_RULE), "fp32-as-read": ("fp32", None)}
+    if cpu_has_bf16():
+        variants["bf16"] = ("bf16", None)
+    for prec, (precision, rule) in variants.items():
         gc.collect()
         before = rss_mib()
         t0 = time.perf_counter()
-        rule = None if prec.endswith("-as-read") else DEFAULT_RULE  # The graph rewrites' gain, in the same run.
-        rt = OpenVINORuntime(model_dir, precision=prec.split("-")[0], max_batch_size=top, device="cpu",
+        rt = OpenVINORuntime(model_dir, precision=precision, max_batch_size=top, device="cpu",
                              intra_op_threads=a.threads, rewrite_rule=rule)  # fmt: skip
         if prec == "bf16":
             rt.max_abs = float("inf")  # Measure the error rather than refuse: the bound is set from these figures.
@@ -328,10 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out["machine"] = machine
     out["command"] = " ".join([".venv/bin/python", "bench/engine_bench.py", *(argv or sys.argv[1:])])
     print(json.dumps(machine, indent=1))
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    write_json(a.json, out)
     return 0
 
 

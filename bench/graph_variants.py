@@ -40,7 +40,7 @@ from styleserve.server.runtime import session_options
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info
+from machine import machine_info, write_json
 
 FIR = setup_filter([1, 3, 3, 1])  # [4, 4], the official resample filter
 BLOCKS = {  # output resolution -> (in channels, out channels) of FFHQ config F's up-sampling conv
@@ -203,9 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out["denormal_as_zero_ms"] = bench_denormals(a.model, a)
     print(table(rows))
     print(json.dumps(out["machine"]))
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(a.json, out)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -72,3 +73,12 @@ def machine_info() -> dict[str, Any]:
         "gpu": "none (no GPU lent to this run)",
         "kernel": platform.release(),
     }
+
+
+def write_json(path: Path | None, doc: dict[str, Any]) -> None:
+    """A benchmark's result document at ``path`` (``--json``; nothing when None), parent directories made."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {path}")

@@ -48,7 +48,7 @@ from styleserve.export.onnx_export import export_model
 from styleserve.server.runtime import IMAGE_FLOAT, ModelRuntime, session_options
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_busy, loadavg, machine_info
+from machine import cpu_busy, loadavg, machine_info, write_json
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 SEED = 20261125
@@ -305,12 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'peak':>16}: {peak} GFLOP/s fp32 (best matmul); % peak below = 2*MACs*img/s / peak")
     print()
     print(table(rows, peak))
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"machine": machine, "peak_gflops": peak, "settings": {k: str(v) for k, v in vars(a).items()},
-               "rows": [asdict(r) for r in rows]}  # fmt: skip
-        a.json.write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"\nwrote {a.json}")
+    write_json(a.json, {"machine": machine, "peak_gflops": peak, "settings": {k: str(v) for k, v in vars(a).items()},
+                        "rows": [asdict(r) for r in rows]})  # fmt: skip
     return 0
 
 

@@ -30,7 +30,7 @@ import openvino.opset13 as ops
 from styleserve.server.ov_passes import DEFAULT_RULE, phase_conv_transpose3x3, winograd_conv3x3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info
+from machine import machine_info, write_json
 
 CONV_SHAPES = [(512, 8), (512, 16), (512, 32), (512, 64), (256, 64), (256, 128), (128, 128), (128, 256), (64, 256)]
 UP_SHAPES = [(512, 8), (512, 16), (512, 32), (256, 64), (128, 128), (64, 256)]  # input channels, input px
@@ -49,7 +49,7 @@ def compiled(fn: Callable[[Any, np.ndarray], Any], shape: list[int], w: np.ndarr
     p = ops.parameter(shape, np.float32)
     cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
            "INFERENCE_NUM_THREADS": str(threads)}  # fmt: skip
-    out = fn(p.output(0), w) if fn in (winograd_conv3x3, phase_conv_transpose3x3) else fn(p, w)
+    out = fn(p.output(0), w)
     return ov.Core().compile_model(ov.Model([out], [p]), "CPU", cfg).create_infer_request()
 
 
@@ -112,9 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: dict[str, Any] = {"rows": rows, "machine": machine_info() | {"threads": a.threads}, "command": command}
     print(table(rows))
     print(json.dumps(out["machine"]))
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(a.json, out)
     return 0
 
 

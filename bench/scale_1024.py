@@ -43,7 +43,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from machine import cpu_busy, loadavg, machine_info  # noqa: E402
+from machine import cpu_busy, loadavg, machine_info, write_json  # noqa: E402
 
 SEED = 20261125
 MODEL = "ffhq"
@@ -337,10 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['mem_gib']} GiB")
     print(report(doc))
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"\nwrote {a.json}")
+    write_json(a.json, doc)
     return 0
 
 

@@ -23,7 +23,6 @@ Seeds are unique per request unless the row says otherwise. Nothing here asserts
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -32,7 +31,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import onnxruntime as ort
 from styleserve.clients import Client, Plan, Source, Style
@@ -43,7 +41,7 @@ from styleserve.server.runtime import ModelRuntime
 from styleserve.latent import broadcast_ws, truncate, z_from_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_busy, loadavg, machine_info
+from machine import cpu_busy, loadavg, machine_info, write_json
 from serve_bench import PNG_LEVEL, PSI, Seeds, Server, run_level, summarize
 
 SEED_BASE = 5_000_000
@@ -226,12 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{k:>16}: {v}")
     print()
     print(table(rows))
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        doc: dict[str, Any] = {"machine": machine, "settings": {k: str(v) for k, v in vars(a).items()},
-                               "rows": [asdict(r) for r in rows]}  # fmt: skip
-        a.json.write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"\nwrote {a.json}")
+    write_json(a.json, {"machine": machine, "settings": {k: str(v) for k, v in vars(a).items()},
+                        "rows": [asdict(r) for r in rows]})  # fmt: skip
     return 0
 
 
