@@ -19,8 +19,9 @@ range); the engine checks the whole graph against onnxruntime at warm-up, as for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -113,8 +114,15 @@ def phase_conv_transpose3x3(x: Any, weight: npt.NDArray[np.float32]) -> Any:
     return ops.slice(y, _i64([0, 0]), _i64([2 * h + 1, 2 * w + 1]), _i64([1, 1]), _i64([2, 3]))
 
 
-def _static_ints(values: object) -> list[int]:
-    return [int(v) for v in values]  # type: ignore[attr-defined]
+class _Kind(NamedTuple):
+    """A layer kind the rules rewrite: the attributes it must have and where its rule's bounds are."""
+
+    want: dict[str, list[int]]  # attribute -> the only value rewritten
+    c_axis: int  # the weight's input-channel axis
+    min_channels: int
+    max_res: int
+    rewrite: Callable[[Any, Any], Any]
+    name: str
 
 
 def _const_weight(node: Any) -> npt.NDArray[np.float32] | None:
@@ -142,47 +150,31 @@ def rewrite_synthesis(model: Any, rule: RewriteRule = DEFAULT_RULE) -> dict[str,
     Only layers with a constant float32 weight of at most ``rule.max_weight_bytes``, static spatial sizes and
     exactly the attributes above are touched (anything else is left as read).
     """
+    kinds = {
+        "Convolution": _Kind({"strides": [1, 1], "pads_begin": [1, 1], "pads_end": [1, 1], "dilations": [1, 1]}, 1,
+                             rule.conv_min_channels, rule.conv_max_res, winograd_conv3x3, "winograd"),
+        "ConvolutionBackpropData": _Kind({"strides": [2, 2], "pads_begin": [0, 0], "pads_end": [0, 0],
+                                          "dilations": [1, 1], "output_padding": [0, 0]}, 0,
+                                         rule.up_min_channels, rule.up_max_res, phase_conv_transpose3x3, "phase_up"),
+    }  # fmt: skip
     counts = {"winograd": 0, "phase_up": 0}
     for node in model.get_ordered_ops():
-        kind = node.get_type_name()
-        if kind not in ("Convolution", "ConvolutionBackpropData"):
+        kind = kinds.get(node.get_type_name())
+        weight = _const_weight(node) if kind is not None and node.get_input_size() == 2 else None
+        if kind is None or weight is None or weight.shape[2:] != (3, 3) or weight.nbytes > rule.max_weight_bytes:
             continue
         attrs = node.get_attributes()
-        weight = _const_weight(node)
+        if not _explicit(attrs) or any([int(v) for v in attrs.get(k, [0, 0])] != v for k, v in kind.want.items()):
+            continue
         shape = node.input_value(0).get_partial_shape()
-        if weight is None or weight.shape[2:] != (3, 3) or not _explicit(attrs):
-            continue
-        if weight.nbytes > rule.max_weight_bytes:
-            continue
-        if shape.rank.is_dynamic or shape.rank.get_length() != 4:
-            continue
-        if not (shape[2].is_static and shape[3].is_static):
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or shape[2].is_dynamic or shape[3].is_dynamic:
             continue
         h, w = shape[2].get_length(), shape[3].get_length()
-        common = _static_ints(attrs["dilations"]) == [1, 1] and _static_ints(attrs["pads_begin"]) == [0, 0]
-        if kind == "Convolution":
-            if (
-                _static_ints(attrs["strides"]) == [1, 1]
-                and _static_ints(attrs["dilations"]) == [1, 1]
-                and _static_ints(attrs["pads_begin"]) == [1, 1]
-                and _static_ints(attrs["pads_end"]) == [1, 1]
-                and weight.shape[1] >= rule.conv_min_channels
-                and max(h, w) <= rule.conv_max_res
-                and h % 2 == 0
-                and w % 2 == 0
-            ):
-                _replace(node, winograd_conv3x3(node.input_value(0), weight), "winograd")
-                counts["winograd"] += 1
-        elif (
-            node.get_input_size() == 2
-            and common
-            and _static_ints(attrs["strides"]) == [2, 2]
-            and _static_ints(attrs["pads_end"]) == [0, 0]
-            and _static_ints(attrs.get("output_padding", [0, 0])) == [0, 0]
-            and weight.shape[0] >= rule.up_min_channels
-            and max(h, w) <= rule.up_max_res
-        ):
-            _replace(node, phase_conv_transpose3x3(node.input_value(0), weight), "phase_up")
-            counts["phase_up"] += 1
+        if weight.shape[kind.c_axis] < kind.min_channels or max(h, w) > kind.max_res:
+            continue
+        if kind.name == "winograd" and (h % 2 or w % 2):  # Winograd tiles 2x2 outputs.
+            continue
+        _replace(node, kind.rewrite(node.input_value(0), weight), kind.name)
+        counts[kind.name] += 1
     model.validate_nodes_and_infer_types()
     return counts
